@@ -39,7 +39,7 @@ lint: setup ## ansible-lint, production profile
 	$(BIN)/ansible-lint --profile production
 
 syntax: setup ## ansible-playbook --syntax-check on every playbook
-	@for pb in playbooks/*.yml; do \
+	@shopt -s nullglob; for pb in playbooks/*.yml; do \
 	  $(BIN)/ansible-playbook --syntax-check -i inventories/sandbox "$$pb" >/dev/null || { echo "syntax: $$pb failed"; exit 1; }; \
 	  echo "syntax: $$pb ok"; \
 	done

@@ -19,9 +19,13 @@ class AtomicFile:
     partial file under the final name and never replaces what was there before.
     """
 
-    def __init__(self, dest, mode=0o600):
+    def __init__(self, dest, mode=0o600, keep_if_same=False):
         self.dest = os.path.abspath(dest)
         self.mode = mode
+        # With keep_if_same, a result identical to the existing file is discarded
+        # and the existing file (and its mtime) stays; self.changed tells which.
+        self.keep_if_same = keep_if_same
+        self.changed = None
         directory = os.path.dirname(self.dest) or "."
         fd, self.tmp_path = tempfile.mkstemp(prefix=".%s." % os.path.basename(self.dest),
                                              suffix=".tmp", dir=directory)
@@ -39,9 +43,13 @@ class AtomicFile:
         self.handle.flush()
         os.fsync(self.handle.fileno())
         self.handle.close()
+        if self.keep_if_same and same_files(self.tmp_path, self.dest):
+            self.changed = False
+            return
         os.chmod(self.tmp_path, self.mode)
         os.replace(self.tmp_path, self.dest)
         self.committed = True
+        self.changed = True
         _fsync_dir(os.path.dirname(self.dest))
 
     def abort(self):

@@ -129,15 +129,23 @@ def _json_value(value):
 
 
 def export_json(db_path, dest, mode=0o600):
+    """See export_json_file; returns (sha3_256, size_bytes)."""
+    info = export_json_file(db_path, dest, mode)
+    return info["sha3_256"], info["size_bytes"]
+
+
+def export_json_file(db_path, dest, mode=0o600):
     """Write the registry JSON form of a database, one row per line, streamed.
 
     Layout (cap-registry.v1): {"version": ..., "tables": {name: {"sql": CREATE
     statement, "indexes": [CREATE INDEX ...], "columns": [...], "rows": [[...], ...]}}},
     tables in name order and rows in rowid order, so equal databases give equal bytes.
+    An existing file with the same bytes is left alone. Returns a dict with
+    changed, sha3_256 and size_bytes.
     """
     conn = sqlite3.connect("file:%s?mode=ro" % _uri_path(db_path), uri=True)
     try:
-        with AtomicFile(dest, mode) as out:
+        with AtomicFile(dest, mode, keep_if_same=True) as out:
             out.write(('{"version": %s, "tables": {' % json.dumps(REGISTRY_JSON_VERSION)).encode())
             for t_index, name in enumerate(table_names(conn)):
                 sql = conn.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name=?",
@@ -165,7 +173,8 @@ def export_json(db_path, dest, mode=0o600):
             out.write(b"\n}}\n")
     finally:
         conn.close()
-    return sha3_file(dest)
+    digest, size = sha3_file(dest)
+    return {"changed": out.changed, "sha3_256": digest, "size_bytes": size}
 
 
 def load_json_into(path, conn):

@@ -30,7 +30,7 @@ def ansible_env(**extra):
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
         "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-        "ANSIBLE_CALLBACKS_ENABLED": "",
+        "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.json",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
         "PATH": "%s%s%s" % (VENV_BIN, os.pathsep, env.get("PATH", "")),
