@@ -125,6 +125,18 @@ def cmd_target_down(box, args):
     return 0
 
 
+def cmd_stop(box, args):
+    stopped = box.instance_stop(args.name)
+    print("%s %s" % (args.name, "stopped" if stopped else "was not running"))
+    return 0
+
+
+def cmd_start(box, args):
+    started = box.instance_start(args.name)
+    print("%s %s" % (args.name, "started" if started else "was already running"))
+    return 0
+
+
 def cmd_token(box, args):
     print(box.token(ttl=args.ttl))
     return 0
@@ -171,6 +183,16 @@ def build_parser():
     target_down.add_argument("name", help="target name")
     target_down.add_argument("--keep-data", action="store_true", help="keep its data directory")
     target_down.set_defaults(func=cmd_target_down)
+
+    stop = sub.add_parser("stop", parents=[common],
+                          help="stop an instance (source or a target), keeping its data")
+    stop.add_argument("name", help='"source" or a target name')
+    stop.set_defaults(func=cmd_stop)
+
+    start = sub.add_parser("start", parents=[common],
+                           help="start a stopped instance again on its data and port")
+    start.add_argument("name", help='"source" or a target name')
+    start.set_defaults(func=cmd_start)
 
     token = sub.add_parser("token", parents=[common], help="print a fresh API token")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")

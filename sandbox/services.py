@@ -58,6 +58,10 @@ VAULT_POLICY_HCL = """\
 path "%(kv)s/data/cap/*" {
   capabilities = ["read"]
 }
+# Key metadata (versions, not values): a restore checks the key exists before it starts.
+path "%(kv)s/metadata/cap/*" {
+  capabilities = ["read"]
+}
 path "%(transit)s/datakey/plaintext/%(key)s" {
   capabilities = ["update"]
 }
@@ -1002,6 +1006,60 @@ class Sandbox:
                 del doc["targets"][name]
                 self._save(doc)
             return result in ("stopped", "killed")
+
+
+    # Stopping and starting an instance on its data: the platform's "scale" for a host.
+
+    def _instance(self, doc, name):
+        """(pid, data_dir, port, url) of "source" or a target."""
+        if name == "source":
+            return (doc.get("pids", {}).get(SOURCE), doc["cap_source_data_dir"],
+                    doc["ports"][SOURCE], doc["cap_source_url"])
+        self._check_target_name(name)
+        record = doc.get("targets", {}).get(name)
+        if record is None:
+            raise SandboxError("no instance named %s; `target-up %s` first" % (name, name))
+        return record.get("pid"), record["data_dir"], record["port"], record["url"]
+
+    def _set_pid(self, doc, name, pid):
+        if name == "source":
+            doc["pids"][SOURCE] = pid
+        else:
+            doc["targets"][name]["pid"] = pid
+
+    def instance_stop(self, name):
+        """Stop instance name (the source or a target), keeping its data; True when it ran."""
+        with self._locked():
+            doc = self._require_up()
+            pid, _data_dir, port, _url = self._instance(doc, name)
+            result = stop_pid(pid, self.layout.marker, STOP_TIMEOUT["cap"])
+            busy = ports.wait_until_free([port], PORTS_FREE_TIMEOUT)
+            if busy:
+                raise SandboxError("port %d still has a listener after stopping %s" % (port, name))
+            self._set_pid(doc, name, None)
+            self._save(doc)
+            return result in ("stopped", "killed")
+
+    def instance_start(self, name):
+        """Start instance name again on its data and port; False when it already ran."""
+        with self._locked():
+            doc = self._require_up()
+            pid, data_dir, port, url = self._instance(doc, name)
+            if is_ours(pid, self.layout.marker):
+                return False
+            log_name = SOURCE if name == "source" else "target-" + name
+            service = cap_service(self.layout, log_name, data_dir, port, doc["jwt_secret_file"])
+            self._set_pid(doc, name, service.start())
+            self._save(doc)
+            try:
+                service.wait_ready(lambda: http_status(url + "/healthz") == 200,
+                                   READY_TIMEOUT["cap"], "GET /healthz")
+            except BaseException:
+                stop_pid(service.pid, self.layout.marker, STOP_TIMEOUT["cap"])
+                self._set_pid(doc, name, None)
+                self._save(doc)
+                raise
+            return True
 
 
 def _jsonable(value):
