@@ -839,7 +839,12 @@ class _ArchiveSource:
                 except zlib.error as exc:
                     raise ArchiveError("the gzip stream is corrupt near byte %d: %s"
                                        % (self.raw_offset, exc))
-                self._pos += len(view) - len(self._z.unconsumed_tail) - len(self._z.unused_data)
+                # At the end of the stream the leftover input is in unused_data, and
+                # CPython may leave a stale copy of it in unconsumed_tail as well.
+                if self._z.eof:
+                    self._pos += len(view) - len(self._z.unused_data)
+                else:
+                    self._pos += len(view) - len(self._z.unconsumed_tail)
                 if out:
                     self._crc = zlib.crc32(out, self._crc)
                     self._isize += len(out)

@@ -842,3 +842,19 @@ def test_not_an_archive(tmp_path):
     (tmp_path / "empty").write_bytes(b"")
     with pytest.raises(ArchiveError, match="empty"):
         extract(str(tmp_path / "empty"), str(tmp_path / "dest"))
+
+
+def test_highly_compressible_archive_extracts(tmp_path):
+    # 64 KiB of compressed input that inflates past one 256 KiB output block, then the
+    # end of the stream in the next call: the reader must find the trailer right after it.
+    src = tmp_path / "src"
+    (src / "build").mkdir(parents=True)
+    (src / "build" / "registry.sqlite").write_bytes(b"\x00" * 300000 + os.urandom(2000) + b"A" * 99000)
+    (src / "policy_store.json").write_bytes(b'{"policies": []}\n' * 4000)
+    archive = tmp_path / "a.tar.gz"
+    cap_archive.pack(str(src), str(archive))
+    assert subprocess.run(["gzip", "-t", str(archive)]).returncode == 0
+    out = tmp_path / "out"
+    cap_archive.extract(str(archive), str(out))
+    assert (out / "build" / "registry.sqlite").read_bytes() == (src / "build" / "registry.sqlite").read_bytes()
+    assert (out / "policy_store.json").read_bytes() == (src / "policy_store.json").read_bytes()
