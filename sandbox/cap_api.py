@@ -18,6 +18,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import socket
 import sys
 import threading
@@ -138,6 +139,7 @@ ROUTES = (
     Route("/api/v1/policy/{policy_hash}", {"GET": "route_get_policy"}, scope="cap:read",
           pattern=r"^/api/v1/policy/(?P<policy_hash>[^/]+)$"),
     Route("/api/v1/verify", {"POST": "route_verify_manifest"}, scope="cap:read"),
+    Route("/api/v1/registry", {"GET": "route_registry_summary"}, scope="cap:read"),
 )
 
 
@@ -357,6 +359,13 @@ class CapApi:
     def route_list_policies(self, request):
         hashes = self.store.hashes()
         return json_response(200, {"count": len(hashes), "policy_hashes": hashes})
+
+    def route_registry_summary(self, request):
+        try:
+            summary = self.registry.summary()
+        except (RegistryUnavailable, sqlite3.Error) as exc:
+            raise ApiError(503, "registry_unavailable", "the registry cannot be read: %s" % exc)
+        return json_response(200, summary)
 
     def route_compile_policy(self, request):
         policy = request.json()

@@ -248,6 +248,17 @@ class Registry:
             return False, "registry query failed: %s" % exc, None
         return True, None, count
 
+    def summary(self):
+        """Entry count, registry form and the newest entry (for smoke tests and dashboards)."""
+        path, kind = self.locate()
+        with self.reader() as conn:
+            count = conn.execute("SELECT count(*) FROM registry_entries").fetchone()[0]
+            row = conn.execute(
+                "SELECT manifest_hash, proof_hash, policy_hash, kid, created_at "
+                "FROM registry_entries ORDER BY id DESC LIMIT 1").fetchone()
+        latest = None if row is None else {name: row[name] for name in row.keys()}
+        return {"entries": count, "format": kind, "latest": latest}
+
     def lookup(self, manifest_hash):
         """The entry with this manifest_hash as a dict, or None."""
         with self.reader() as conn:

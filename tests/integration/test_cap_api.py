@@ -798,3 +798,18 @@ def test_auth_cli_mints_tokens_the_api_accepts(api, secret_file):
     claims = auth.verify_token(token, SECRET)
     assert claims["sub"] == "drill" and claims["exp"] - claims["iat"] == 120
     assert api.get("/readyz", token=token).status_code == 200
+
+
+def test_registry_summary_counts_entries_and_names_the_newest(api, seeded_dir, launch, tmp_path):
+    rows = registry_rows(seeded_dir[0] / "build" / "registry.sqlite")
+    response = api.get("/api/v1/registry")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["entries"] == len(rows) == 300
+    assert body["format"] == "sqlite"
+    newest = max(rows, key=lambda row: row["id"])
+    assert body["latest"]["manifest_hash"] == newest["manifest_hash"]
+    assert body["latest"]["kid"] == newest["kid"]
+    assert api.get("/api/v1/registry", token=False).status_code == 401
+    empty = launch(tmp_path / "empty")
+    assert empty.get("/api/v1/registry").status_code == 503
