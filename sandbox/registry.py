@@ -12,18 +12,27 @@ rule lives in one place (docs/cap-api-contract.md, "Registry entry signatures").
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import os
 import pathlib
-import re
 import sqlite3
 import threading
 
 import sandbox  # noqa: F401  (makes ansible.module_utils.cap_* importable)
-from ansible.module_utils.cap_hashing import canonical_json, canonical_json_bytes, is_prefixed_hash
-from ansible.module_utils.cap_keys import sign, verify
+from ansible.module_utils.cap_hashing import canonical_json
+# The signed message and entry checks are part of the API contract; one definition
+# serves the stand-in and the restore's checks.
+from ansible.module_utils.cap_registry import (  # noqa: F401  (re-exported for the stand-in)
+    CREATED_AT_RE,
+    ENTRY_COLUMNS,
+    SIGNED_FIELDS,
+    RegistryError,
+    check_entry_fields,
+    decode_signature,
+    entry_message,
+    sign_entry,
+    verify_entry,
+)
 from ansible.module_utils.cap_sqlite import SnapshotError, load_json_into
 
 SCHEMA_STATEMENTS = (
@@ -46,90 +55,13 @@ SCHEMA_STATEMENTS = (
 )""",
 )
 
-SIGNED_FIELDS = ("created_at", "kid", "manifest_hash", "policy_hash", "proof_hash")
-ENTRY_COLUMNS = ("id", "manifest_hash", "proof_hash", "policy_hash", "kid", "signature",
-                 "created_at")
-CREATED_AT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 SQLITE_NAME = "registry.sqlite"
 JSON_NAME = "registry.json"
 BUSY_TIMEOUT_SECONDS = 5.0
 
 
-class RegistryError(ValueError):
-    """An entry is malformed (wrong field types or hash forms)."""
-
-
 class RegistryUnavailable(Exception):
     """The registry file is missing, unreadable, or lacks the registry_entries table."""
-
-
-# ---------------------------------------------------------------------------
-# Entry signatures (pure functions)
-
-def entry_message(row):
-    """The bytes an entry's signature covers.
-
-    row: any mapping (dict, sqlite3.Row) with created_at, kid, manifest_hash,
-    policy_hash and proof_hash, all strings. Returns the UTF-8 canonical JSON of
-    exactly those five fields, e.g.
-
-        {"created_at":"2025-03-01T08:00:00Z","kid":"cap-company-...","manifest_hash":"0x...",
-         "policy_hash":"0x...","proof_hash":"0x..."}
-    """
-    message = {}
-    for name in SIGNED_FIELDS:
-        value = row[name]
-        if not isinstance(value, str):
-            raise RegistryError("entry field %s must be a string, got %s"
-                                % (name, type(value).__name__))
-        message[name] = value
-    return canonical_json_bytes(message)
-
-
-def check_entry_fields(row):
-    """Raise RegistryError unless the entry's hashes and timestamp have the project's forms."""
-    for name in ("manifest_hash", "proof_hash", "policy_hash"):
-        if not is_prefixed_hash(row[name]):
-            raise RegistryError("%s %r is not '0x' + 64 lowercase hex digits" % (name, row[name]))
-    if not isinstance(row["created_at"], str) or not CREATED_AT_RE.match(row["created_at"]):
-        raise RegistryError("created_at %r is not YYYY-MM-DDTHH:MM:SSZ" % (row["created_at"],))
-
-
-def sign_entry(seed, row):
-    """Base64 Ed25519 signature of entry_message(row) under a 32-byte seed."""
-    return base64.b64encode(sign(seed, entry_message(row))).decode("ascii")
-
-
-def decode_signature(text):
-    """Raw 64-byte signature from the registry's base64 text; RegistryError when malformed."""
-    if not isinstance(text, str):
-        raise RegistryError("signature is not a string")
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise RegistryError("signature is not base64")
-    if len(raw) != 64:
-        raise RegistryError("signature is %d bytes, an Ed25519 signature is 64" % len(raw))
-    return raw
-
-
-def verify_entry(row, public_keys):
-    """Check one entry against a kid -> raw public key map.
-
-    Returns (True, None) when the signature verifies under the key its kid
-    names, else (False, reason).
-    """
-    kid = row["kid"]
-    if kid not in public_keys:
-        return False, "kid %s is not among the trusted public keys" % kid
-    try:
-        raw = decode_signature(row["signature"])
-        message = entry_message(row)
-    except RegistryError as exc:
-        return False, str(exc)
-    if not verify(public_keys[kid], raw, message):
-        return False, "signature does not verify under kid %s" % kid
-    return True, None
 
 
 # ---------------------------------------------------------------------------
