@@ -49,10 +49,12 @@ options:
     description:
       - Base URL of the instance to check, without C(/api/v1), for example
         C(https://cap-restore.example.com) or C(http://127.0.0.1:8080).
+      - Required unless O(checks) is an empty list.
     type: str
-    required: true
   token:
-    description: Bearer token (OAuth2 JWT) for O(url).
+    description:
+      - Bearer token (OAuth2 JWT) for O(url).
+      - O(token) or O(token_file) is required unless O(checks) is an empty list.
     type: str
   token_file:
     description: File holding the bearer token for O(url); surrounding white space is ignored.
@@ -64,6 +66,8 @@ options:
       - Defaults to every check whose input is given - C(health), C(ready), C(auth) and C(compile)
         always, C(policies) with O(policy_store), C(compare) with O(compare_url), and C(verify) with
         O(entries). Naming a check without its input is an error.
+      - An empty list runs no check and contacts nothing; the module then only reads
+        O(policy_store) and returns RV(policies_in_store) and RV(policy_hashes).
     type: list
     elements: str
     choices: [health, ready, auth, policies, compare, verify, compile]
@@ -171,6 +175,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+policies_in_store:
+  description: Number of policies in O(policy_store).
+  type: int
+  returned: when O(checks) is an empty list
+  sample: 30
+policy_hashes:
+  description: The policy hashes of O(policy_store), sorted.
+  type: list
+  elements: str
+  returned: when O(checks) is an empty list
 url:
   description: The base URL checked.
   type: str
@@ -284,10 +298,23 @@ def _token(module, value, path):
     return value
 
 
+def describe_store(module, path):
+    """With an empty check list: only read the policy store and say what it holds."""
+    if not path:
+        module.fail_json(msg="checks is empty: give policy_store to describe it, or name checks to run")
+    try:
+        store = load_policy_store(path)
+    except CapApiError as exc:
+        module.fail_json(msg=str(exc))
+    hashes = [record.policy_hash for record in store]
+    module.exit_json(changed=False, policies_in_store=len(hashes), policy_hashes=hashes,
+                     checks=[], passed=True)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            url=dict(type="str", required=True),
+            url=dict(type="str"),
             token=dict(type="str", no_log=True),
             token_file=dict(type="path", no_log=False),
             checks=dict(type="list", elements="str", choices=list(CHECKS)),
@@ -308,7 +335,6 @@ def main():
             workers=dict(type="int", default=4),
             fail_on_error=dict(type="bool", default=True),
         ),
-        required_one_of=[("token", "token_file")],
         mutually_exclusive=[("token", "token_file"), ("compare_token", "compare_token_file")],
         required_by={"compare_token": "compare_url", "compare_token_file": "compare_url"},
         supports_check_mode=True,
@@ -318,12 +344,16 @@ def main():
         module.fail_json(msg="timeout must be at least 1 second, got %d" % p["timeout"])
     if not 1 <= p["workers"] <= 32:
         module.fail_json(msg="workers must be between 1 and 32, got %d" % p["workers"])
+    if p["checks"] == []:
+        describe_store(module, p["policy_store"])
+    if not p["url"]:
+        module.fail_json(msg="url is required to run checks")
+    if not (p["token"] or p["token_file"]):
+        module.fail_json(msg="one of token or token_file is required to run checks")
     if p["checks"] is None:
         checks = [c for c in CHECKS if c not in CHECK_INPUTS or p[CHECK_INPUTS[c]]]
     else:
         checks = list(p["checks"])
-        if not checks:
-            module.fail_json(msg="checks is empty; name at least one of %s" % ", ".join(CHECKS))
         lacking = ["%s needs %s" % (c, CHECK_INPUTS[c]) for c in checks if c in CHECK_INPUTS
                    and not p[CHECK_INPUTS[c]]]
         if lacking:

@@ -370,7 +370,7 @@ def test_options_are_checked(module, token_file, args, message):
 
 def test_a_token_is_required_and_an_empty_token_file_is_refused(module, source, tmp_path):
     res = module("cap_api_verify", dict(url=source.url, checks=["health"]))
-    assert res.failed and "one of the following is required: token, token_file" in res.msg
+    assert res.failed and "one of token or token_file is required" in res.msg
     empty = tmp_path / "empty"
     empty.write_text("\n")
     assert "token file %s is empty" % empty in module(
@@ -382,3 +382,16 @@ def test_ansible_doc_renders():
                           env=ansible_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "compare_url" in proc.stdout and "smoke_test_policy_hash" in proc.stdout
+
+
+def test_empty_check_list_only_describes_the_policy_store(module, tmp_path):
+    store = {"version": "cap-policy-store.v1", "policies": []}
+    path = tmp_path / "policy_store.json"
+    path.write_text(json.dumps(store))
+    res = module("cap_api_verify", {"checks": [], "policy_store": str(path)})
+    assert not res.failed, res.msg
+    assert res["policies_in_store"] == 0 and res["policy_hashes"] == []
+    missing = module("cap_api_verify", {"checks": []})
+    assert missing.failed and "policy_store" in missing.msg
+    no_url = module("cap_api_verify", {"checks": ["health"], "token": "x"})
+    assert no_url.failed and "url is required" in no_url.msg
