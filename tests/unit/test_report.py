@@ -243,6 +243,15 @@ def test_a_passed_report_cannot_contradict_itself():
     assert "report.result is 'passed' but no checks were reported" in errors
 
 
+def test_only_a_drill_needs_the_archive_hash_to_pass():
+    drill = drill_report()
+    drill["backup"]["archive_sha3_256"] = None
+    assert "report.result is 'passed' but the backup archive hash is unknown" in errors_of(drill)
+    restore = restore_report()
+    restore["backup"].update(archive_sha3_256=None, location="/restore/backup-20251110-120000")
+    validate_report(restore, "restore")
+
+
 def test_a_failed_report_may_have_unknowns():
     doc = failed_drill_report()
     doc["backup"].update(archive_sha3_256=None, created_at=None, signature_kid=None)
