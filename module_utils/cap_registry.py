@@ -29,6 +29,7 @@ import collections
 import concurrent.futures
 import contextlib
 import hashlib
+import json
 import multiprocessing
 import os
 import re
@@ -438,3 +439,41 @@ def verify_registry(path, public_keys, fmt="auto", sample=2, workers=None,
         "workers": used,
         "duration_seconds": round(time.monotonic() - started, 3),
     }
+
+
+# ---------------------------------------------------------------------------
+# DR scenario 3, option B: the policy store rebuilt from the registry
+
+POLICY_STORE_VERSION = "cap-policy-store.v1"
+
+
+def policy_store_from_registry(path, fmt="auto"):
+    """The cap-policy-store.v1 bytes rebuilt from a registry's ``policies`` table.
+
+    Every record's policy_hash and ir_hash are checked against SHA3-256 of the
+    canonical JSON of its policy and IR; a record that does not match raises
+    RegistryFileError naming it, so a corrupted registry never becomes a store.
+    Returns (bytes, count): canonical JSON of the document plus a newline, the
+    same form the API exports.
+    """
+    records = []
+    with open_registry(path, fmt) as (conn, _kind):
+        if not _has_table(conn, "policies"):
+            raise RegistryFileError("registry %s has no policies table to rebuild the policy "
+                                    "store from" % path)
+        cursor = conn.execute("SELECT policy_hash, ir_hash, policy_json, ir_json FROM policies "
+                              "ORDER BY policy_hash")
+        for policy_hash, ir_hash, policy_json, ir_json in cursor:
+            try:
+                policy = json.loads(policy_json)
+                ir = json.loads(ir_json)
+            except (TypeError, ValueError) as exc:
+                raise RegistryFileError("policy %s in %s is not valid JSON: %s" % (policy_hash, path, exc))
+            for name, claimed, value in (("policy_hash", policy_hash, policy), ("ir_hash", ir_hash, ir)):
+                actual = "0x" + hashlib.sha3_256(canonical_json_bytes(value)).hexdigest()
+                if actual != claimed:
+                    raise RegistryFileError("policy %s in %s: %s is %s but the stored content hashes "
+                                            "to %s" % (policy_hash, path, name, claimed, actual))
+            records.append({"policy_hash": policy_hash, "ir_hash": ir_hash, "policy": policy, "ir": ir})
+    doc = {"version": POLICY_STORE_VERSION, "policies": records}
+    return canonical_json_bytes(doc) + b"\n", len(records)
