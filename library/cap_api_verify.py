@@ -83,6 +83,13 @@ options:
   compare_token_file:
     description: File holding the bearer token for O(compare_url).
     type: path
+  compare_allow_newer:
+    description:
+      - Accept policies that only O(compare_url) holds. A live source compiles policies after the
+        backup was taken; a DR drill counts them (RV(summary)) instead of failing on them. Every
+        policy the target holds must still be identical on the source.
+    type: bool
+    default: false
   entries:
     description:
       - Registry entries to check with POST C(/api/v1/verify), for example
@@ -322,6 +329,7 @@ def main():
             compare_url=dict(type="str"),
             compare_token=dict(type="str", no_log=True),
             compare_token_file=dict(type="path", no_log=False),
+            compare_allow_newer=dict(type="bool", default=False),
             entries=dict(type="list", elements="dict", options=dict(
                 manifest_hash=dict(type="str", required=True),
                 proof_hash=dict(type="str"),
@@ -373,6 +381,7 @@ def main():
         module.fail_json(msg=str(exc))
 
     runner = ApiChecks(client, policy_store=store, entries=p["entries"], compare_client=compare_client,
+                       compare_allow_newer=p["compare_allow_newer"],
                        workers=p["workers"], check_mode=module.check_mode)
     result = runner.run(checks)
     result["url"] = client.base_url

@@ -212,6 +212,19 @@ def test_compare_lists_the_policies_that_differ(module, altered, source, twin, t
     assert res["summary"]["compare_policies_matched"] == 29
 
 
+def test_compare_may_accept_policies_newer_on_the_source(module, altered, source, token_file):
+    # Seen from the altered instance as the "source": it holds one policy the backup-like
+    # target lacks (newer than the backup) and lacks one the target holds.
+    instance, original, edited = altered
+    res = module("cap_api_verify", dict(url=source.url, token_file=token_file, compare_url=instance.url,
+                                        checks=["compare"], compare_allow_newer=True, fail_on_error=False))
+    assert res["summary"]["compare_policies_newer_on_source"] == 1
+    # What the target holds and the source does not is still a difference.
+    assert [(d["id"], d["field"], d["expected"], d["actual"]) for d in res["differences"]] == [
+        (original, "listed", "absent", "present")]
+    assert items(res)["compare"]["status"] == "failed"
+
+
 def test_answers_with_wrong_hashes_and_etags_are_found(module, twin, seeded, token_file):
     hashes = sorted(json.loads((seeded[0] / "build" / "policy_store.json").read_text())["policies"],
                     key=lambda r: r["policy_hash"])
