@@ -6,6 +6,7 @@
     target-up    start an empty CAP instance to restore into
     target-down  stop a restore target and remove its data
     token        print a fresh API token
+    drill        up, backup, DR drill, summary, down (what `make drill` runs)
 
 The state directory is .sandbox/ in the project, or $CAP_SANDBOX_DIR, or --state-dir.
 Progress goes to stderr; results (and --json output) to stdout.
@@ -137,6 +138,13 @@ def cmd_start(box, args):
     return 0
 
 
+def cmd_drill(box, args):
+    from sandbox.demo import run_drill
+
+    return run_drill(box, keep=bool(args.keep),
+                     say=lambda message: print("sandbox: %s" % message, file=sys.stderr))
+
+
 def cmd_token(box, args):
     print(box.token(ttl=args.ttl))
     return 0
@@ -193,6 +201,12 @@ def build_parser():
                            help="start a stopped instance again on its data and port")
     start.add_argument("name", help='"source" or a target name')
     start.set_defaults(func=cmd_start)
+
+    drill = sub.add_parser("drill", parents=[common],
+                           help="bring the sandbox up, back up, run the DR drill, report, bring it down")
+    drill.add_argument("--keep", type=int, choices=(0, 1), default=0,
+                       help="1 keeps the sandbox running afterwards")
+    drill.set_defaults(func=cmd_drill)
 
     token = sub.add_parser("token", parents=[common], help="print a fresh API token")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")

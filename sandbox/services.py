@@ -718,6 +718,8 @@ class Sandbox:
             _write_public(self.layout.path(MARKER_NAME),
                           "State of the CAP sandbox; managed by `python -m sandbox`.\n")
             doc = self._new_document(seed, policies, entries, registry_format)
+            # The backup volume (the runbook's /backup PVC) the backup role writes to.
+            os.makedirs(doc["backup_dir"], mode=0o700, exist_ok=True)
             started = time.monotonic()
             try:
                 self._start(doc)
@@ -742,6 +744,7 @@ class Sandbox:
             "status": "starting",
             "created_at": utc_now(),
             "state_dir": self.state_dir,
+            "backup_dir": layout.path("backups"),
             "seed": {"seed": seed, "policies": policies, "entries": entries,
                      "registry_format": registry_format},
             "cap_source_url": None,
