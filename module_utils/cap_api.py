@@ -27,7 +27,7 @@ import time
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlsplit
 
-from ansible.module_utils.cap_hashing import CapHashError, etag_for, is_prefixed_hash, sha3_canonical
+from ansible.module_utils.cap_hashing import CapHashError, etag_for, is_prefixed_hash, sha3_canonical, strict_json_loads
 from ansible.module_utils.urls import Request, make_context
 
 SECTION_FUNCTIONAL = "Functional Checks"
@@ -132,26 +132,6 @@ class PolicyStoreError(CapApiError):
 
 # ---------------------------------------------------------------------------
 # JSON and the expected policy store
-
-def _no_duplicates(pairs):
-    obj = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError("duplicate key %r" % key)
-        obj[key] = value
-    return obj
-
-
-def _no_constant(name):
-    raise ValueError("%s is not valid JSON" % name)
-
-
-def strict_json_loads(data):
-    """Parse JSON bytes or text, refusing duplicate keys, NaN and Infinity."""
-    if isinstance(data, (bytes, bytearray)):
-        data = bytes(data).decode("utf-8")
-    return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-
 
 def _content_hash(value):
     try:

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import zlib
 
-from ansible.module_utils.cap_fsutil import AtomicFile
+from ansible.module_utils.cap_fsutil import AtomicFile, fsync_dir
 from ansible.module_utils.cap_hashing import hex_to_prefixed, sha3_file
 
 COMPRESSIONS = ("gzip", "none")
@@ -1348,16 +1348,6 @@ def _write_file(path, reader, mode, mtime):
         os.fsync(fd)
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _unpack(fileobj, root, scan, max_size_bytes):
     """Second pass: write the members below root, checking they are the validated ones."""
     source = _ArchiveSource(fileobj, max_size_bytes)
@@ -1392,7 +1382,7 @@ def _unpack(fileobj, root, scan, max_size_bytes):
         os.chmod(dirpath, DIR_MODE)
         if rel in dir_times:
             os.utime(dirpath, (dir_times[rel], dir_times[rel]))
-        _fsync_dir(dirpath)
+        fsync_dir(dirpath)
 
 
 def _dest_state(dest):
@@ -1531,7 +1521,7 @@ def extract(src, dest, max_size_bytes=DEFAULT_MAX_SIZE, max_members=DEFAULT_MAX_
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    _fsync_dir(os.path.dirname(dest))
+    fsync_dir(os.path.dirname(dest))
     warnings = []
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

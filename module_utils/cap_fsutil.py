@@ -50,7 +50,7 @@ class AtomicFile:
         os.replace(self.tmp_path, self.dest)
         self.committed = True
         self.changed = True
-        _fsync_dir(os.path.dirname(self.dest))
+        fsync_dir(os.path.dirname(self.dest))
 
     def abort(self):
         if not self.handle.closed:
@@ -72,7 +72,8 @@ class AtomicFile:
         return False
 
 
-def _fsync_dir(directory):
+def fsync_dir(directory):
+    """fsync a directory so a rename in it survives a crash; best effort."""
     try:
         fd = os.open(directory or ".", os.O_RDONLY)
     except OSError:

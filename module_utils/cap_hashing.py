@@ -116,6 +116,30 @@ def tree_hash(root):
     return hex_to_prefixed(listing.hexdigest()), total, count
 
 
+def strict_json_loads(data):
+    """Parse JSON bytes or text, refusing duplicate keys, NaN and Infinity.
+
+    Documents whose hashes matter (policies, stores, manifests) must have exactly one
+    reading; a duplicate key would let two parsers see two different documents.
+    """
+    if isinstance(data, (bytes, bytearray)):
+        data = bytes(data).decode("utf-8")
+    return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
+def _no_duplicates(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError("duplicate key %r" % key)
+        obj[key] = value
+    return obj
+
+
+def _no_constant(name):
+    raise ValueError("%s is not valid JSON" % name)
+
+
 def canonical_json(value):
     """The canonical JSON text used for every content hash.
 

@@ -24,6 +24,7 @@ from ansible.module_utils.cap_hashing import (
     is_prefixed_hash,
     sha3_bytes,
     sha3_canonical,
+    strict_json_loads,
 )
 
 POLICY_SCHEMA = "cap-policy.v1"
@@ -379,26 +380,6 @@ def parse_store_document(doc):
         records.append({key: record[key] for key in RECORD_KEYS})
     records.sort(key=lambda r: r["policy_hash"])
     return records
-
-
-def strict_json_loads(data):
-    """Parse JSON bytes or text, refusing duplicate keys, NaN and Infinity."""
-    if isinstance(data, (bytes, bytearray)):
-        data = bytes(data).decode("utf-8")
-    return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-
-
-def _no_duplicates(pairs):
-    obj = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError("duplicate key %r" % key)
-        obj[key] = value
-    return obj
-
-
-def _no_constant(name):
-    raise ValueError("%s is not valid JSON" % name)
 
 
 def records_from_rows(rows):
