@@ -6,7 +6,8 @@
 # works as written. Kubernetes does not run a shell over container args, so a literal
 # "$(date +FORMAT)" in --output is expanded here, in UTC.
 #
-# Environment: CAP_APP_DIR (application root, default /app or derived from --registry),
+# Environment: CAP_APP_DIR (application root; default derived from --registry, else the
+# inventory's cap_backup_app_dir, /app in the role defaults),
 # ANSIBLE_INVENTORY (inventory, default the project's ansible.cfg), CAP_BACKUP_EXTRA_VARS
 # (path of an extra-vars file for settings without an option, e.g. S3 destinations).
 set -euo pipefail
@@ -112,16 +113,14 @@ output=$(abs "$output")
 [ -z "$manifest" ] || manifest=$(abs "$manifest")
 [ -z "$encryption_key" ] || encryption_key=$(abs "$encryption_key")
 
-# The application root: CAP_APP_DIR, else the directory holding build/<registry>, else /app.
+# The application root: CAP_APP_DIR, else the directory holding build/<registry>, else
+# nothing here, so the inventory's (or CAP_BACKUP_EXTRA_VARS') cap_backup_app_dir applies,
+# and the role's default /app, the pod layout, when none sets it.
 app_dir=${CAP_APP_DIR:-}
-if [ -z "$app_dir" ]; then
-  if [ -n "$registry" ] && [ "$(basename "$(dirname "$registry")")" = build ]; then
-    app_dir=$(dirname "$(dirname "$registry")")
-  else
-    app_dir=/app
-  fi
+if [ -z "$app_dir" ] && [ -n "$registry" ] && [ "$(basename "$(dirname "$registry")")" = build ]; then
+  app_dir=$(dirname "$(dirname "$registry")")
 fi
-app_dir=$(abs "$app_dir")
+[ -z "$app_dir" ] || app_dir=$(abs "$app_dir")
 
 vars_file=$(mktemp "${TMPDIR:-/tmp}/cap-backup-vars.XXXXXX")
 trap 'rm -f "$vars_file"' EXIT
@@ -143,12 +142,12 @@ import json, os, sys
 env = os.environ.get
 doc = {
     "cap_backup_output": env("CAP_OUTPUT"),
-    "cap_backup_app_dir": env("CAP_APP"),
     "cap_backup_timestamp": env("CAP_TIMESTAMP"),
     "cap_backup_compress": env("CAP_COMPRESS") == "true",
     "cap_backup_encrypt": env("CAP_ENCRYPT") == "true",
 }
 optional = {
+    "CAP_APP": "cap_backup_app_dir",
     "CAP_REGISTRY": "cap_backup_registry_path",
     "CAP_POLICY_STORE": "cap_backup_policy_store_path",
     "CAP_KEYS": "cap_backup_keys_dir",
