@@ -85,6 +85,33 @@ options:
         archive's content is left alone either way.
     type: bool
     default: false
+  encryption_key:
+    description:
+      - With O(state=packed), encrypt the archive as it is written (AES-256-GCM, the CAPCRYPT
+        stream of docs/encryption.md) with this key, the base64 of 32 bytes. The unencrypted
+        archive never touches the disk; M(cap_backup_crypt) decrypts the result.
+      - An encrypted archive carries a fresh nonce, so it is written on every run.
+    type: str
+  encryption_key_file:
+    description: Like O(encryption_key), from a file holding the base64 key or the 32 raw bytes.
+    type: path
+  encryption_key_id:
+    description: Key id stored in the encryption header; defaults to one derived from the key.
+    type: str
+  wrapped_key:
+    description:
+      - With O(encryption_key), the data key wrapped by Vault Transit (C(vault:v1:...)), stored in the
+        header so a restore can unwrap it (envelope encryption).
+    type: str
+  check_sqlite:
+    description:
+      - With O(state=packed), SQLite databases inside O(src) (relative paths) on which
+        C(PRAGMA integrity_check) runs while the archive is compressed. When a check fails the
+        task fails and no archive is written. M(cap_sqlite_snapshot) with C(verify=false) leaves
+        the check of its copy to this step.
+    type: list
+    elements: str
+    default: []
   max_size_bytes:
     description:
       - With O(state=extracted), refuse archives whose uncompressed tar stream is larger than
@@ -127,6 +154,16 @@ EXAMPLES = r"""
     dest: /backup/stage.tar
     compression: none
 
+# tar -czf - -C stage . | openssl enc -aes-256-gcm ... > cap-backup-...tar.gz.enc, in one pass,
+# with the registry's integrity check running beside it
+- name: Pack and encrypt the staged backup
+  cap_backup_archive:
+    state: packed
+    src: /backup/staging/backup-20251110-120000
+    dest: /backup/cap-backup-20251110-120000.tar.gz.enc
+    encryption_key_file: /keys/backup.key
+    check_sqlite: [registry.sqlite]
+
 # cd /restore && tar -xzf /backup/cap-backup-20251110-120000.tar.gz
 - name: Extract the backup archive (runbook restore step 1)
   cap_backup_archive:
@@ -156,10 +193,27 @@ src:
   returned: always
   sample: /backup/staging/backup-20251110-120000
 sha3_256:
-  description: SHA3-256 of the archive file's bytes, 0x-prefixed.
+  description: SHA3-256 of the archive file's bytes (encrypted when encrypted), 0x-prefixed.
   type: str
   returned: always
   sample: "0x1da941f7026bae3cf8b1bcdc3a8e01e76ea678c32ec6bc2c374fb67b3744571f"
+plain_sha3_256:
+  description: SHA3-256 of the unencrypted archive stream, the value that is deterministic.
+  type: str
+  returned: with O(state=packed)
+encrypted:
+  description: Whether the archive was encrypted as it was written.
+  type: bool
+  returned: with O(state=packed)
+key_id:
+  description: Key id in the encryption header.
+  type: str
+  returned: with O(state=packed) and a key
+sqlite_row_counts:
+  description: Row counts per table of each database in O(check_sqlite).
+  type: dict
+  returned: with O(state=packed)
+  sample: {"registry.sqlite": {"registry_entries": 300, "policies": 30}}
 size_bytes:
   description: Size of the archive file in bytes.
   type: int
@@ -239,8 +293,9 @@ from ansible.module_utils.cap_archive import (
     DEFAULT_MAX_SIZE,
     ArchiveError,
     extract,
-    pack,
 )
+from ansible.module_utils.cap_crypt import CapCryptError, load_key_file, parse_key
+from ansible.module_utils.cap_package import package
 
 
 def main():
@@ -255,25 +310,48 @@ def main():
             mtime=dict(type="int", default=0),
             mode=dict(type="raw", default="0600"),
             force=dict(type="bool", default=False),
+            encryption_key=dict(type="str", no_log=True),
+            encryption_key_file=dict(type="path"),
+            encryption_key_id=dict(type="str", no_log=False),
+            wrapped_key=dict(type="str", no_log=False),
+            check_sqlite=dict(type="list", elements="str", default=[]),
             max_size_bytes=dict(type="int", default=DEFAULT_MAX_SIZE),
             max_members=dict(type="int", default=DEFAULT_MAX_MEMBERS),
         ),
+        mutually_exclusive=[("encryption_key", "encryption_key_file")],
         supports_check_mode=True,
     )
     p = module.params
+    key = None
+    if p["state"] == "packed" and (p["encryption_key"] or p["encryption_key_file"]):
+        try:
+            if p["encryption_key"]:
+                key = parse_key(p["encryption_key"], "encryption_key")
+            else:
+                key, warning = load_key_file(p["encryption_key_file"])
+                if warning:
+                    module.warn(warning)
+        except (CapCryptError, OSError) as exc:
+            module.fail_json(msg="cannot use the encryption key: %s" % exc)
+    elif p["wrapped_key"] or p["encryption_key_id"]:
+        module.fail_json(msg="encryption_key_id and wrapped_key need encryption_key or "
+                             "encryption_key_file and state=packed")
     if p["state"] == "packed":
         what = "cannot pack %s into %s" % (p["src"], p["dest"])
     else:
         what = "cannot extract %s into %s" % (p["src"], p["dest"])
     try:
         if p["state"] == "packed":
-            result = pack(p["src"], p["dest"], level=p["compression_level"], threads=p["threads"],
-                          mtime=p["mtime"], compression=p["compression"], mode=p["mode"],
-                          check=module.check_mode)
+            result = package(p["src"], p["dest"], key=key, key_id=p["encryption_key_id"],
+                             wrapped_key=p["wrapped_key"], check_sqlite=p["check_sqlite"],
+                             level=p["compression_level"], threads=p["threads"], mtime=p["mtime"],
+                             compression=p["compression"], mode=p["mode"], check=module.check_mode)
         else:
             result = extract(p["src"], p["dest"], max_size_bytes=p["max_size_bytes"],
                              max_members=p["max_members"], force=p["force"],
                              check=module.check_mode)
+    except CapCryptError as exc:
+        module.fail_json(msg="%s: %s" % (what, exc))
     except ArchiveError as exc:
         failure = dict(msg="%s: %s" % (what, exc))
         if exc.member is not None:

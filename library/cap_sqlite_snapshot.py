@@ -40,6 +40,16 @@ options:
   json_dest:
     description: Path of the JSON export. Defaults to O(dest) with its extension replaced by C(.json).
     type: path
+  verify:
+    description:
+      - Run C(PRAGMA integrity_check) on the copy and hash it before putting it in place.
+      - V(false) leaves both to the step that reads the copy next, so the registry is not read
+        twice more; the backup role packs the copy with M(cap_backup_archive)'s O(cap_backup_archive#module:check_sqlite),
+        which runs the integrity check while compressing and refuses to write the archive when it
+        fails, and M(cap_backup_manifest) hashes it. RV(sha3_256) and RV(row_counts) are then null
+        and RV(integrity) is C(deferred).
+    type: bool
+    default: true
   busy_timeout:
     description: Seconds to wait for a lock held by a writer before giving up.
     type: int
@@ -78,7 +88,7 @@ dest:
   type: str
   returned: always
 sha3_256:
-  description: SHA3-256 of the snapshot, 0x-prefixed.
+  description: SHA3-256 of the snapshot, 0x-prefixed; null with O(verify=false).
   type: str
   returned: always
   sample: "0x1da941f7026bae3cf8b1bcdc3a8e01e76ea678c32ec6bc2c374fb67b3744571f"
@@ -88,12 +98,12 @@ size_bytes:
   returned: always
   sample: 10485760
 row_counts:
-  description: Number of rows in each table of the snapshot.
+  description: Number of rows in each table of the snapshot; null with O(verify=false).
   type: dict
   returned: always
   sample: {"registry_entries": 300, "policies": 30}
 integrity:
-  description: Result of PRAGMA integrity_check on the copy.
+  description: Result of PRAGMA integrity_check on the copy, or C(deferred) with O(verify=false).
   type: str
   returned: always
   sample: ok
@@ -120,6 +130,7 @@ def main():
             dest=dict(type="path", required=True),
             format=dict(type="str", choices=["sqlite", "json"], default="sqlite"),
             json_dest=dict(type="path"),
+            verify=dict(type="bool", default=True),
             busy_timeout=dict(type="int", default=30),
             mode=dict(type="raw", default="0600"),
         ),
@@ -133,7 +144,7 @@ def main():
     mode = int(str(p["mode"]), 8)
     try:
         info = snapshot(p["src"], p["dest"], busy_timeout_ms=p["busy_timeout"] * 1000,
-                        mode=mode, check_only=module.check_mode)
+                        mode=mode, check_only=module.check_mode, verify=p["verify"])
     except SnapshotError as exc:
         module.fail_json(msg=str(exc))
     except OSError as exc:

@@ -70,7 +70,7 @@ def integrity_check(path):
     return problems, counts
 
 
-def snapshot(src, dest, busy_timeout_ms=BUSY_TIMEOUT_MS, mode=0o600, check_only=False):
+def snapshot(src, dest, busy_timeout_ms=BUSY_TIMEOUT_MS, mode=0o600, check_only=False, verify=True):
     """Copy src to dest through the online backup API; check and describe the copy.
 
     The copy is written under a temporary name next to dest and renamed into place
@@ -78,6 +78,11 @@ def snapshot(src, dest, busy_timeout_ms=BUSY_TIMEOUT_MS, mode=0o600, check_only=
     dest already holds. With check_only the copy is made and checked, then
     discarded. Returns a dict with changed, sha3_256, size_bytes, row_counts and
     integrity ('ok').
+
+    With verify=False the integrity check and the hash are left to the step that
+    reads the copy next (the backup packs it with cap_package.package, which checks
+    it while compressing, and hashes it in its manifest), so the registry is not read
+    twice more; sha3_256 and row_counts are then None and integrity 'deferred'.
     """
     source = _connect_source(src, busy_timeout_ms)
     directory = os.path.dirname(os.path.abspath(dest)) or "."
@@ -99,6 +104,10 @@ def snapshot(src, dest, busy_timeout_ms=BUSY_TIMEOUT_MS, mode=0o600, check_only=
         finally:
             target.close()
             source.close()
+        if not verify:
+            return _place(tmp, dest, mode, check_only, {
+                "sha3_256": None, "size_bytes": os.path.getsize(tmp), "row_counts": None,
+                "integrity": "deferred"})
         # The integrity check and the hash read the same file; run them side by side.
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             check = pool.submit(integrity_check, tmp)
@@ -110,16 +119,20 @@ def snapshot(src, dest, busy_timeout_ms=BUSY_TIMEOUT_MS, mode=0o600, check_only=
         if problems:
             raise SnapshotError("integrity check of the copy of %s failed: %s"
                                 % (src, "; ".join(problems[:5])))
-        changed = not same_files(tmp, dest)
-        if changed and not check_only:
-            os.chmod(tmp, mode)
-            os.replace(tmp, dest)
-            tmp = None
+        return _place(tmp, dest, mode, check_only, {
+            "sha3_256": digest, "size_bytes": size, "row_counts": counts, "integrity": "ok"})
     finally:
-        if tmp is not None and os.path.exists(tmp):
+        if os.path.exists(tmp):
             os.unlink(tmp)
-    return {"changed": changed, "sha3_256": digest, "size_bytes": size, "row_counts": counts,
-            "integrity": "ok"}
+
+
+def _place(tmp, dest, mode, check_only, info):
+    """Rename the checked copy into place unless dest already holds the same bytes."""
+    changed = not same_files(tmp, dest)
+    if changed and not check_only:
+        os.chmod(tmp, mode)
+        os.replace(tmp, dest)
+    return dict(info, changed=changed)
 
 
 def _json_value(value):

@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 
 ROLES = sorted(os.path.basename(p) for p in glob.glob(str(ROOT / "roles" / "*")) if os.path.isdir(p))
 SECRET_MODULES = ("community.hashi_vault.", "cap_secret_file")
-SECRET_ARGS = ("private_key", "secret_key", "token", "key", "content_base64", "password")
+SECRET_ARGS = ("private_key", "secret_key", "token", "key", "encryption_key", "content_base64", "password")
 
 
 class _Loader(yaml.SafeLoader):
