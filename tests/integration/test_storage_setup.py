@@ -404,7 +404,11 @@ def test_a_broken_copy_is_removed_and_fails_the_run(sandbox, offsite_backups, tm
             "_cap_backup_id": backup_id,
             "_cap_backup_archive": str(archive),
             "_cap_backup_archive_sha3": "0x" + "ab" * 32,
-            "_cap_backup_files": [str(archive), str(tmp_path / "cap-backup-20250615-120000.manifest.json.sig")],
+            "_cap_backup_files": [
+                {"path": str(archive), "sha3_256": "0x" + "ab" * 32, "size_bytes": archive.stat().st_size},
+                {"path": str(tmp_path / "cap-backup-20250615-120000.manifest.json.sig"),
+                 "sha3_256": "0x" + "cd" * 32, "size_bytes": 64},
+            ],
             "__cap_backup_manifest": {"manifest": {"created_at": "2025-06-15T12:00:00Z"}},
         },
     }]))
