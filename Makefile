@@ -15,7 +15,9 @@ export PATH := $(BIN):$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 # Keep pip quiet about local mirrors and never ask questions.
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-PYTEST_ARGS ?=
+# Two workers (the CI machine has 2 cores); a test file stays on one worker so its
+# module fixtures (a sandbox backup, a seeded instance) are made once.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 KEEP ?= 0
 
 .PHONY: help setup lint syntax pytest test bench drill sandbox-up sandbox-down clean
