@@ -180,3 +180,17 @@ def sandbox_target(sandbox):
 def sandbox_cli():
     """run_cli(state_dir, *args, check=True) for tests that manage their own sandbox."""
     return run_cli
+
+
+@pytest.fixture(scope="module")
+def backup(sandbox):
+    """A fresh backup of the sandbox source (restore_helpers.make_backup), one per test file."""
+    from tests.integration.restore_helpers import make_backup
+    return make_backup(sandbox)
+
+
+@pytest.fixture(scope="module")
+def opened(sandbox, backup, tmp_path_factory):
+    """That backup decrypted and extracted by hand (runbook step 1), to compare a restore with."""
+    from tests.integration.restore_helpers import open_backup
+    return open_backup(sandbox, backup.archive, tmp_path_factory.mktemp("opened"))

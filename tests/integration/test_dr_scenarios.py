@@ -19,9 +19,7 @@ import pytest
 
 from ansible.module_utils.cap_hashing import etag_for
 from tests.integration.restore_helpers import (
-    make_backup,
     one_report,
-    open_backup,
     output_of,
     play,
     registry_rows,
@@ -33,16 +31,6 @@ from tests.integration.restore_helpers import (
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 CORRUPTED_ID = 150
-
-
-@pytest.fixture(scope="module")
-def backup(sandbox):
-    return make_backup(sandbox)
-
-
-@pytest.fixture(scope="module")
-def opened(sandbox, backup, tmp_path_factory):
-    return open_backup(sandbox, backup.archive, tmp_path_factory.mktemp("opened"))
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -30,9 +30,7 @@ from tests.integration.restore_helpers import (
     key_material_below,
     key_temp_files,
     latest_pointer,
-    make_backup,
     one_report,
-    open_backup,
     output_of,
     play,
     reseal,
@@ -47,16 +45,6 @@ from tests.integration.restore_helpers import (
 )
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def backup(sandbox):
-    return make_backup(sandbox)
-
-
-@pytest.fixture(scope="module")
-def opened(sandbox, backup, tmp_path_factory):
-    return open_backup(sandbox, backup.archive, tmp_path_factory.mktemp("opened"))
 
 
 def run_drill(sandbox, report_dir, **extra_vars):

@@ -28,9 +28,7 @@ from tests.integration.restore_helpers import (
     fingerprint,
     key_material_below,
     key_temp_files,
-    make_backup,
     one_report,
-    open_backup,
     output_of,
     pack,
     play,
@@ -43,16 +41,6 @@ from tests.integration.restore_helpers import (
 )
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def backup(sandbox):
-    return make_backup(sandbox)
-
-
-@pytest.fixture(scope="module")
-def opened(sandbox, backup, tmp_path_factory):
-    return open_backup(sandbox, backup.archive, tmp_path_factory.mktemp("opened"))
 
 
 @pytest.fixture

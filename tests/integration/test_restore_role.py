@@ -26,9 +26,7 @@ from tests.integration.restore_helpers import (
     fingerprint,
     key_material_below,
     key_temp_files,
-    make_backup,
     one_report,
-    open_backup,
     output_of,
     play,
     registry_rows,
@@ -44,17 +42,6 @@ from tests.integration.restore_helpers import (
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 TARGET = "rt-full"
-
-
-@pytest.fixture(scope="module")
-def backup(sandbox):
-    return make_backup(sandbox)
-
-
-@pytest.fixture(scope="module")
-def opened(sandbox, backup, tmp_path_factory):
-    """The backup extracted by hand (runbook step 1), to compare the restore with."""
-    return open_backup(sandbox, backup.archive, tmp_path_factory.mktemp("opened"))
 
 
 @pytest.fixture(scope="module")

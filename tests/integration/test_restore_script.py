@@ -22,7 +22,6 @@ import pytest
 from tests.integration.playbook_runner import ROOT, playbook_env
 from tests.integration.restore_helpers import (
     fingerprint,
-    make_backup,
     open_backup,
     targets,
 )
@@ -66,11 +65,6 @@ def test_help_prints_the_runbooks_appendix_b():
     proc = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.rstrip("\n") == expected
-
-
-@pytest.fixture(scope="module")
-def backup(sandbox):
-    return make_backup(sandbox)
 
 
 @pytest.fixture(scope="module")
