@@ -22,6 +22,10 @@ description:
   - Releasing removes the lock only when O(owner) is the recorded owner. Releasing a lock
     held by another owner fails and leaves it in place; releasing an absent lock is not
     an error.
+  - Breaking and releasing happen under a short-lived second directory lock,
+    C(<path>.guard), so that a run which saw a stale lock never removes the lock another
+    run has just taken. A guard older than 60 seconds was left by a process that died
+    and is removed.
 version_added: "1.0.0"
 author: CAP Engineering
 options:

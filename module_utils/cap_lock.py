@@ -14,6 +14,13 @@ acquirers exactly one wins. The winner then writes owner.json inside it:
 The random token identifies one instance of the lock, so a process that breaks a
 stale lock or releases its own can tell that the directory it moved aside is the one
 it inspected and not a newer lock taken in between.
+
+Removing a lock (breaking a stale one, releasing one's own) happens under a second,
+short-lived directory lock, <path>.guard: the remover takes it, looks at the lock
+again and moves it aside only if it is still the instance it judged. Without it, two
+processes that both saw the same stale lock could race, and the slower one move aside
+the lock the faster one had just taken. A guard older than GUARD_STALE_AFTER seconds
+was left by a process that died while holding it and is removed.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import time
 import uuid
 
@@ -31,6 +39,9 @@ from ansible.module_utils.cap_fsutil import atomic_write_bytes
 OWNER_FILE = "owner.json"
 DEFAULT_STALE_AFTER = 6 * 3600
 DEFAULT_POLL_INTERVAL = 1.0
+GUARD_SUFFIX = ".guard"
+GUARD_STALE_AFTER = 60.0
+GUARD_WAIT = 10.0
 
 
 class LockError(Exception):
@@ -67,18 +78,24 @@ def read_holder(path):
     or unreadable (a crash between mkdir and the write, or the instant in between)
     gives a record with owner None and the directory's mtime as its age.
     """
+    # One stat for both questions: another process may move the lock aside at any
+    # moment, and a second look could find nothing where a directory just was.
     try:
-        dir_mtime = os.stat(path).st_mtime
+        info = os.stat(path)
     except FileNotFoundError:
         return None
-    if not os.path.isdir(path):
+    if not stat.S_ISDIR(info.st_mode):
         raise LockError("lock path %s exists but is not a directory" % path)
+    dir_mtime = info.st_mtime
     try:
         with open(os.path.join(path, OWNER_FILE), "rb") as handle:
             record = json.loads(handle.read().decode("utf-8"))
         if not isinstance(record, dict):
             raise ValueError("not an object")
     except FileNotFoundError:
+        if not os.path.lexists(path):
+            # Released or broken while we looked: there is no lock now.
+            return None
         record = {}
     except (OSError, ValueError):
         record = {"corrupt": True}
@@ -146,6 +163,60 @@ def _move_aside(path, token, tag):
     return True
 
 
+class _Guard:
+    """The <path>.guard directory lock around removing the lock at path (module docstring)."""
+
+    def __init__(self, path, wait=None, poll=0.01):
+        self.guard = path + GUARD_SUFFIX
+        self.wait = GUARD_WAIT if wait is None else wait
+        self.poll = poll
+
+    def __enter__(self):
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                os.mkdir(self.guard, 0o700)
+                return self
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise LockError("cannot create lock guard %s: %s" % (self.guard, exc.strerror))
+            try:
+                if time.time() - os.stat(self.guard).st_mtime > GUARD_STALE_AFTER:
+                    os.rmdir(self.guard)
+                    continue
+            except OSError:
+                continue
+            if time.monotonic() >= deadline:
+                raise LockError("lock guard %s stayed taken for %d s: another process is "
+                                "removing the lock" % (self.guard, int(self.wait)))
+            time.sleep(self.poll)
+
+    def __exit__(self, *exc_info):
+        try:
+            os.rmdir(self.guard)
+        except FileNotFoundError:
+            pass
+        return False
+
+
+def _is_stale(holder, stale_after, clock):
+    return holder is not None and clock() - holder["created_epoch"] > stale_after
+
+
+def _same_instance(one, other):
+    return (one is not None and other is not None and one.get("token") == other.get("token")
+            and one["created_epoch"] == other["created_epoch"])
+
+
+def _break_stale(path, holder, stale_after, clock):
+    """Move the stale lock holder aside if it is still there and still stale."""
+    with _Guard(path):
+        current = read_holder(path)
+        if _same_instance(current, holder) and _is_stale(current, stale_after, clock):
+            _move_aside(path, current.get("token"), "stale")
+
+
 def acquire(path, owner, timeout=0, stale_after=DEFAULT_STALE_AFTER, info=None,
             check_only=False, poll_interval=DEFAULT_POLL_INTERVAL, clock=time.time,
             sleep=time.sleep):
@@ -166,12 +237,12 @@ def acquire(path, owner, timeout=0, stale_after=DEFAULT_STALE_AFTER, info=None,
             # The same run asking again: it already has the lock.
             return dict(changed=False, holder=_public(holder), broken=_public(broken),
                         waited=round(clock() - started, 3))
-        if holder is not None and clock() - holder["created_epoch"] > stale_after:
+        if _is_stale(holder, stale_after, clock):
             broken = holder
             if check_only:
                 return dict(changed=True, holder=_public(new_record(owner, info)),
                             broken=_public(broken), waited=round(clock() - started, 3))
-            _move_aside(path, holder.get("token"), "stale")
+            _break_stale(path, holder, stale_after, clock)
             continue
         if holder is None:
             if check_only:
@@ -218,7 +289,12 @@ def release(path, owner, check_only=False):
     if holder.get("owner") != owner:
         raise LockNotOwned("backup lock %s is held by %s, not by %s; it was left in place"
                            % (path, describe(holder), owner), _public(holder))
-    if not check_only and not _move_aside(path, holder.get("token"), "released"):
-        # Gone or replaced between the read and the rename: nothing of ours to release.
-        return dict(changed=False, holder=None)
+    if check_only:
+        return dict(changed=True, holder=_public(holder))
+    with _Guard(path):
+        current = read_holder(path)
+        if not _same_instance(current, holder) or not _move_aside(path, holder.get("token"),
+                                                                   "released"):
+            # Gone or replaced since the first look: nothing of ours to release.
+            return dict(changed=False, holder=None)
     return dict(changed=True, holder=_public(holder))

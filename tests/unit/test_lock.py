@@ -134,6 +134,40 @@ def test_concurrent_breakers_of_a_stale_lock_exactly_one_wins(tmp_path, round_):
     assert leftovers(tmp_path) == []
 
 
+def test_a_guard_left_by_a_dead_breaker_is_cleared(tmp_path):
+    path = lock_path(tmp_path)
+    write_holder(path, "crashed-run", age=7 * 3600)
+    guard = path + cap_lock.GUARD_SUFFIX
+    os.mkdir(guard)
+    old = time.time() - cap_lock.GUARD_STALE_AFTER - 5
+    os.utime(guard, (old, old))
+    res = acquire(path, "run-new", timeout=0)
+    assert res["changed"] and res["broken"]["owner"] == "crashed-run"
+    assert read_holder(path)["owner"] == "run-new"
+    assert leftovers(tmp_path) == []
+
+
+def test_a_live_guard_makes_a_breaker_wait_then_fail_without_touching_the_lock(tmp_path, monkeypatch):
+    path = lock_path(tmp_path)
+    write_holder(path, "crashed-run", age=7 * 3600, token="t-stale")
+    guard = path + cap_lock.GUARD_SUFFIX
+    os.mkdir(guard)
+    monkeypatch.setattr(cap_lock, "GUARD_WAIT", 0.3)
+    with pytest.raises(LockError) as info:
+        acquire(path, "run-new", timeout=0)
+    assert str(info.value) == ("lock guard %s stayed taken for 0 s: another process is removing "
+                               "the lock" % guard)
+    assert read_holder(path)["token"] == "t-stale"
+    assert os.path.isdir(guard)
+
+
+def test_release_leaves_no_guard(tmp_path):
+    path = lock_path(tmp_path)
+    acquire(path, "run-a")
+    assert release(path, "run-a")["changed"]
+    assert os.listdir(tmp_path) == []
+
+
 def test_late_breaker_does_not_remove_a_fresh_lock(tmp_path, monkeypatch):
     """B saw the stale lock, then A broke it and took the lock before B acted: B must not win."""
     path = lock_path(tmp_path)
