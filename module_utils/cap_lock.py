@@ -42,6 +42,9 @@ DEFAULT_POLL_INTERVAL = 1.0
 GUARD_SUFFIX = ".guard"
 GUARD_STALE_AFTER = 60.0
 GUARD_WAIT = 10.0
+# How long a lock directory without owner.json is given to get one (the instant
+# between the winner's mkdir and its write) before it is judged as it is.
+RECORD_WAIT = 2.0
 
 
 class LockError(Exception):
@@ -231,8 +234,16 @@ def acquire(path, owner, timeout=0, stale_after=DEFAULT_STALE_AFTER, info=None,
         raise LockError("a lock owner is required")
     started = clock()
     broken = None
+    record_deadline = time.monotonic() + RECORD_WAIT
     while True:
         holder = read_holder(path)
+        if (holder is not None and holder.get("owner") is None and not holder.get("corrupt")
+                and time.monotonic() < record_deadline
+                and not _is_stale(holder, stale_after, clock)):
+            # Taken an instant ago and its owner.json not yet written: wait for it, so
+            # that what follows (and any message) knows who holds the lock.
+            sleep(0.02)
+            continue
         if holder is not None and holder.get("owner") == owner:
             # The same run asking again: it already has the lock.
             return dict(changed=False, holder=_public(holder), broken=_public(broken),

@@ -245,6 +245,22 @@ def test_lock_without_owner_record_ages_by_directory_mtime(tmp_path):
     assert read_holder(path)["owner"] == "newcomer"
 
 
+def test_a_lock_taken_an_instant_ago_is_reported_with_its_owner(tmp_path):
+    """Between the winner's mkdir and its owner.json, a loser waits for the record."""
+    path = lock_path(tmp_path)
+    os.mkdir(path)
+    record = cap_lock.new_record("backup-20251110-120000")
+    timer = threading.Timer(0.3, lambda: open(os.path.join(path, OWNER_FILE), "w").write(
+        json.dumps(record)))
+    timer.start()
+    try:
+        with pytest.raises(LockHeld) as info:
+            acquire(path, "backup-20251110-130000", timeout=0)
+    finally:
+        timer.join()
+    assert "is held by backup-20251110-120000 on host" in str(info.value)
+
+
 def test_release_removes_only_our_lock(tmp_path):
     path = lock_path(tmp_path)
     acquire(path, "run-a")
