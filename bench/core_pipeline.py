@@ -149,13 +149,17 @@ def _snapshot(app_dir, stage):
                                verify=False)
 
 
-def run_role(spec):
-    """The stages as the backup role runs them (one module, one API call, each)."""
+def _pipeline_setup(spec):
+    """The staging directory, archive path, key and level both pipeline modes use."""
     stage = os.path.join(spec["work_dir"], "stage")
     os.makedirs(stage, mode=0o700)
     dest = os.path.join(spec["work_dir"], "archive.tar.gz.enc")
-    key = _key(spec)
-    level = spec.get("level", cap_archive.DEFAULT_LEVEL)
+    return stage, dest, _key(spec), spec.get("level", cap_archive.DEFAULT_LEVEL)
+
+
+def run_role(spec):
+    """The stages as the backup role runs them (one module, one API call, each)."""
+    stage, dest, key, level = _pipeline_setup(spec)
 
     def archive_encrypt():
         result = cap_package.package(stage, dest, key=key, key_id="bench",
@@ -182,11 +186,7 @@ def run_role(spec):
 
 def run_early(spec):
     """The role's sequence with the integrity check started before the manifest."""
-    stage = os.path.join(spec["work_dir"], "stage")
-    os.makedirs(stage, mode=0o700)
-    dest = os.path.join(spec["work_dir"], "archive.tar.gz.enc")
-    key = _key(spec)
-    level = spec.get("level", cap_archive.DEFAULT_LEVEL)
+    stage, dest, key, level = _pipeline_setup(spec)
     timing = {}
 
     def timed_check(path):

@@ -179,16 +179,14 @@ def measured(runner, args, run):
         started = time.monotonic()
         result = run()
         result["attempts"] = attempt
+        result["attempt_seconds"] = time.monotonic() - started
         if best is None or result["foreign_share"] < best["foreign_share"]:
-            if best is not None:
-                runner.drop(best)
-                runner.discarded += 1
-                WAITED["seconds"] += best["total_seconds"]
-            best = result
-        else:
+            best, result = result, best
+        if result is not None:
+            # The attempt not kept: its time counts as time spent repeating runs.
             runner.drop(result)
             runner.discarded += 1
-            WAITED["seconds"] += time.monotonic() - started
+            WAITED["seconds"] += result["attempt_seconds"]
         if best["foreign_share"] <= args.disturbed:
             break
         if attempt < args.attempts:

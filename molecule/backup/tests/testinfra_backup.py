@@ -19,14 +19,6 @@ ARCHIVE_RE = re.compile(r"^cap-backup-(\d{8}-\d{6})\.tar\.gz\.enc$")
 
 
 @pytest.fixture(scope="module")
-def endpoints(host):
-    assert STATE_DIR, "CAP_SANDBOX_DIR is not set; run this through molecule"
-    doc = host.file(os.path.join(STATE_DIR, "endpoints.json"))
-    assert doc.exists, "the scenario's sandbox is not up"
-    return json.loads(doc.content_string)
-
-
-@pytest.fixture(scope="module")
 def backup(host, endpoints):
     """Paths of the one backup the converge wrote."""
     backup_dir = endpoints["backup_dir"]

@@ -20,14 +20,6 @@ REPORT_DIR = os.path.join(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", ""), "r
 
 
 @pytest.fixture(scope="module")
-def endpoints(host):
-    assert STATE_DIR, "CAP_SANDBOX_DIR is not set; run this through molecule"
-    doc = host.file(os.path.join(STATE_DIR, "endpoints.json"))
-    assert doc.exists, "the scenario's sandbox is not up"
-    return json.loads(doc.content_string)
-
-
-@pytest.fixture(scope="module")
 def drill_dir():
     found = glob.glob(os.path.join(REPORT_DIR, "drill-*"))
     assert len(found) == 1, "expected one drill report directory in %s: %s" % (REPORT_DIR, found)

@@ -23,14 +23,6 @@ LISTING = "SELECT id, manifest_hash, proof_hash, policy_hash, kid, signature FRO
 
 
 @pytest.fixture(scope="module")
-def endpoints(host):
-    assert STATE_DIR, "CAP_SANDBOX_DIR is not set; run this through molecule"
-    doc = host.file(os.path.join(STATE_DIR, "endpoints.json"))
-    assert doc.exists, "the scenario's sandbox is not up"
-    return json.loads(doc.content_string)
-
-
-@pytest.fixture(scope="module")
 def report(host):
     found = glob.glob(os.path.join(REPORT_DIR, "restore-*", "restore-report.json"))
     assert len(found) == 1, "expected one restore report in %s: %s" % (REPORT_DIR, found)
