@@ -271,6 +271,7 @@ def pipelines(runner, sets, args):
     runner.drop(prof)
     out = {name: summarise(runs) for name, runs in results.items()}
     out["threads"] = results["role"][-1]["threads"]
+    out["block_size"] = prof.get("block_size")
     out["checks"] = checks
     out["profile"] = prof
     out["early_identical"] = (checks.get("early", {}).get("decrypted_sha3_256") is not None
@@ -380,6 +381,14 @@ def playbook_part(tmp, params, args):
 # ---------------------------------------------------------------------------
 # Machine
 
+def _deflate_version():
+    try:
+        import deflate
+    except ImportError:
+        return "not installed"
+    return deflate.__version__
+
+
 def _first_line(cmd):
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -416,6 +425,7 @@ def machine():
         "nproc": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "cpu_model": model,
         "ram_gib": mem_kib / 1024 / 1024, "kernel": platform.release(),
         "python": sys.version.split()[0], "zlib": zlib.ZLIB_RUNTIME_VERSION,
+        "deflate": _deflate_version(),
         "python_openssl": ssl.OPENSSL_VERSION, "cryptography": crypto,
         "sqlite_python": sqlite3.sqlite_version,
         "sqlite_cli": _first_line(["sqlite3", "--version"]).split()[0],

@@ -15,9 +15,10 @@ description:
     have a fixed mtime, owner 0 and normalised modes, and the gzip header has no name or time.
     The same tree always gives the same archive and the same RV(sha3_256); an unchanged
     archive is not rewritten.
-  - Compression runs block-parallel on O(threads) threads (pigz's technique); the output does
-    not depend on the thread count. The archive is written to a temporary file (0600) and
-    renamed into place.
+  - Compression runs block-parallel on O(threads) threads; the tar stream is cut into 512 KiB
+    blocks and each becomes one gzip member compressed by libdeflate (gunzip, tar and Python's
+    gzip read the members as one stream). The output does not depend on the thread count or
+    the CPU. The archive is written to a temporary file (0600) and renamed into place.
   - Symbolic links, devices, FIFOs and sockets in O(src) are refused, never followed.
   - With O(state=extracted), extracts the archive O(src) (tar.gz or plain tar, detected by its
     magic bytes) into the directory O(dest). The whole archive is validated first, and an
@@ -29,6 +30,10 @@ description:
   - docs/archive.md describes the archive format and the extraction rules precisely.
 version_added: "1.0.0"
 author: CAP Engineering
+requirements:
+  - deflate (libdeflate bindings), to pack with O(compression=gzip); extraction needs no
+    extra package
+  - cryptography, to encrypt while packing
 options:
   state:
     description:
@@ -249,6 +254,19 @@ tar_bytes:
   type: int
   returned: when state is packed
   sample: 12595200
+compressor:
+  description:
+    - What compressed the archive, with the version of the Python package; C(none) without
+      compression.
+  type: str
+  returned: when state is packed
+  sample: libdeflate (deflate 0.9.0)
+gzip_members:
+  description:
+    - Number of gzip members, one per 512 KiB block of the tar stream; 0 without compression.
+  type: int
+  returned: when state is packed
+  sample: 24
 mode:
   description: File mode of the archive, octal.
   type: str
@@ -285,12 +303,14 @@ problems:
   sample: ["member '../etc/cron.d/evil': the path has a '..' segment"]
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.cap_archive import (
     COMPRESSIONS,
     DEFAULT_LEVEL,
     DEFAULT_MAX_MEMBERS,
     DEFAULT_MAX_SIZE,
+    HAS_LIBDEFLATE,
+    LIBDEFLATE_IMPORT_ERROR,
     ArchiveError,
     extract,
 )
@@ -322,6 +342,10 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    if p["state"] == "packed" and p["compression"] == "gzip" and not HAS_LIBDEFLATE:
+        module.fail_json(msg=missing_required_lib("deflate", reason="to write a gzip archive "
+                                                  "(libdeflate; extraction does not need it)"),
+                         exception=LIBDEFLATE_IMPORT_ERROR)
     key = None
     if p["state"] == "packed" and (p["encryption_key"] or p["encryption_key_file"]):
         try:

@@ -6,8 +6,9 @@
 docs/archive.md describes the same format and rules for people.
 
 Packing writes its own pax headers and its own gzip framing so that the bytes
-depend only on the tree's content (and the zlib build), never on mtimes,
-owners, umask, directory order, thread count or the Python version.
+depend only on the tree's content (and the libdeflate release, pinned in
+requirements.txt), never on mtimes, owners, umask, directory order, thread
+count, the CPU or the Python version.
 
 Extraction reads tar headers with its own strict parser instead of tarfile:
 tarfile silently stops at a corrupt header (losing every later member), reads
@@ -29,10 +30,22 @@ import stat
 import struct
 import sys
 import tempfile
+import traceback
 import zlib
 
 from ansible.module_utils.cap_fsutil import AtomicFile, fsync_dir
 from ansible.module_utils.cap_hashing import hex_to_prefixed, sha3_file
+
+try:
+    import deflate as _libdeflate
+    LIBDEFLATE_IMPORT_ERROR = None
+except ImportError:  # reported by require_libdeflate() and by the module with missing_required_lib
+    _libdeflate = None
+    LIBDEFLATE_IMPORT_ERROR = traceback.format_exc()
+
+HAS_LIBDEFLATE = _libdeflate is not None
+# The version requirements.txt pins: libdeflate's output may change between its releases.
+LIBDEFLATE_PIN = "0.9.0"
 
 COMPRESSIONS = ("gzip", "none")
 
@@ -53,11 +66,9 @@ EXEC_MODE = 0o755
 GZIP_MAGIC = b"\x1f\x8b"
 GZIP_OS_UNKNOWN = 255
 DEFAULT_LEVEL = 6
-DEFAULT_BLOCK_SIZE = 128 * 1024
+DEFAULT_BLOCK_SIZE = 512 * 1024
 MIN_BLOCK_SIZE = 32 * 1024
 MAX_BLOCK_SIZE = 16 * 1024 * 1024
-DICT_SIZE = 32 * 1024
-MEM_LEVEL = 8
 DEFAULT_MAX_THREADS = 8
 THREADS_LIMIT = 64
 IN_FLIGHT_PER_THREAD = 4
@@ -250,38 +261,50 @@ def _kind_of_mode(mode):
 # Parallel gzip
 
 
+def require_libdeflate():
+    """ArchiveError unless the libdeflate bindings (Python package `deflate`) are importable."""
+    if _libdeflate is None:
+        raise ArchiveError(
+            "writing a gzip archive needs the Python package 'deflate' (libdeflate bindings, "
+            "deflate==%s in requirements.txt) for the Python that runs this code (%s); "
+            "reading and extracting archives does not need it" % (LIBDEFLATE_PIN, sys.executable))
+
+
+def compressor_name(compression):
+    """What made the compressed bytes, as results and reports name it."""
+    if compression != "gzip":
+        return "none"
+    version = getattr(_libdeflate, "__version__", None) if _libdeflate is not None else None
+    return "libdeflate (deflate %s)" % version if version else "libdeflate (not installed)"
+
+
 def _gzip_header(level):
     # No file name, MTIME 0 and OS 255 (unknown): nothing depends on the machine.
     xfl = 2 if level == 9 else 4 if level == 1 else 0
     return GZIP_MAGIC + b"\x08\x00" + b"\x00\x00\x00\x00" + bytes([xfl, GZIP_OS_UNKNOWN])
 
 
-def _deflate_block(block, zdict, level):
-    """Raw deflate of one block, primed with the previous block's tail.
+def _gzip_member(block, header, level):
+    """One complete gzip member holding `block`: header, raw deflate, CRC32 and ISIZE.
 
-    Ending with Z_SYNC_FLUSH leaves the output byte-aligned and without a final
-    block bit, so blocks compressed independently concatenate into one valid
-    deflate stream (the technique pigz uses).
+    libdeflate and zlib.crc32 release the GIL for buffers of this size, so members are
+    made on several threads at once.
     """
-    if zdict:
-        comp = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, MEM_LEVEL,
-                                zlib.Z_DEFAULT_STRATEGY, zdict)
-    else:
-        comp = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, MEM_LEVEL,
-                                zlib.Z_DEFAULT_STRATEGY)
-    return comp.compress(block) + comp.flush(zlib.Z_SYNC_FLUSH)
+    body = _libdeflate.deflate_compress(block, level)
+    return b"".join((header, body, struct.pack("<II", zlib.crc32(block) & 0xFFFFFFFF,
+                                                len(block) & 0xFFFFFFFF)))
 
 
 class ParallelGzipWriter:
-    """A gzip stream compressed block by block on a thread pool.
+    """A gzip file made of one member per block, compressed on a thread pool.
 
-    The input is cut into blocks of `block_size` bytes by offset alone, each
-    block is deflated with the previous block's last 32 KiB as dictionary, and
-    the results are written in input order, so the output bytes do not depend
-    on the thread count, on timing or on how the caller sized its writes.
-    CPython's zlib releases the GIL while compressing, so the threads run in
-    parallel. At most `threads * IN_FLIGHT_PER_THREAD` blocks are in flight,
-    which keeps memory flat whatever the input size.
+    The input is cut into blocks of `block_size` bytes by offset alone; each block
+    becomes a complete gzip member (RFC 1952 allows any number of them; gunzip, tar
+    and Python's gzip read them as one stream) compressed by libdeflate on its own.
+    The members are written in input order, so the output bytes do not depend on the
+    thread count, on timing or on how the caller sized its writes. At most
+    `threads * IN_FLIGHT_PER_THREAD` blocks are in flight, which keeps memory flat
+    whatever the input size. An empty input gives one empty member.
 
     `fileobj` is any object with write(bytes); it is never closed here. write()
     does not keep references to the caller's buffer.
@@ -290,14 +313,15 @@ class ParallelGzipWriter:
     def __init__(self, fileobj, level=DEFAULT_LEVEL, threads=None, block_size=DEFAULT_BLOCK_SIZE):
         _check_level(level)
         _check_block_size(block_size)
+        require_libdeflate()
         self.threads = _check_threads(threads)
         self._out = fileobj
         self._level = level
+        self._header = _gzip_header(level)
         self._block_size = block_size
         self._pending = bytearray()
-        self._dict = b""
-        self._crc = 0
         self._size = 0
+        self._members = 0
         self._queue = collections.deque()
         self._max_queue = self.threads * IN_FLIGHT_PER_THREAD
         self._pool = None
@@ -306,11 +330,15 @@ class ParallelGzipWriter:
                                                                thread_name_prefix="cap-gzip")
         self._closed = False
         self.compressed_bytes = 0
-        self._emit(_gzip_header(level))
 
     @property
     def uncompressed_bytes(self):
         return self._size
+
+    @property
+    def members(self):
+        """gzip members written so far (all of them after close())."""
+        return self._members
 
     def write(self, data):
         if self._closed:
@@ -319,7 +347,6 @@ class ParallelGzipWriter:
         total = len(view)
         if not total:
             return 0
-        self._crc = zlib.crc32(view, self._crc)
         self._size += total
         pos = 0
         size = self._block_size
@@ -337,33 +364,29 @@ class ParallelGzipWriter:
         return total
 
     def _submit(self, block):
-        zdict = self._dict
-        self._dict = block[-DICT_SIZE:]
         if self._pool is None:
-            self._emit(_deflate_block(block, zdict, self._level))
+            self._emit(_gzip_member(block, self._header, self._level))
             return
-        # Write finished blocks in order; wait for the oldest when the queue is full.
+        # Write finished members in order; wait for the oldest when the queue is full.
         while self._queue and (len(self._queue) >= self._max_queue or self._queue[0].done()):
             self._emit(self._queue.popleft().result())
-        self._queue.append(self._pool.submit(_deflate_block, block, zdict, self._level))
+        self._queue.append(self._pool.submit(_gzip_member, block, self._header, self._level))
 
-    def _emit(self, data):
-        self._out.write(data)
-        self.compressed_bytes += len(data)
+    def _emit(self, member):
+        self._out.write(member)
+        self.compressed_bytes += len(member)
+        self._members += 1
 
     def close(self):
-        """Compress what is left, end the deflate stream, write CRC32 and ISIZE."""
+        """Compress what is left and write the last members (one empty member for no input)."""
         if self._closed:
             return
         try:
-            if self._pending:
+            if self._pending or not self._size:
                 self._submit(bytes(self._pending))
                 self._pending = bytearray()
             while self._queue:
                 self._emit(self._queue.popleft().result())
-            final = zlib.compressobj(self._level, zlib.DEFLATED, -zlib.MAX_WBITS, MEM_LEVEL)
-            self._emit(final.flush(zlib.Z_FINISH))
-            self._emit(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
         finally:
             self._closed = True
             self._shutdown(cancel=False)
@@ -590,7 +613,8 @@ def write_archive(src_dir, sink, level=DEFAULT_LEVEL, threads=None, mtime=0, com
     sink.write() must consume or copy the bytes before it returns, as files,
     hashes and io.BytesIO do; the buffer is reused. The sink is not closed.
     Returns a dict with members, file_count, directories, total_bytes (sum of
-    file sizes) and tar_bytes (uncompressed stream size).
+    file sizes), tar_bytes (uncompressed stream size), compressor and
+    gzip_members (0 without compression).
     """
     _check_compression(compression)
     _check_level(level)
@@ -623,7 +647,8 @@ def write_archive(src_dir, sink, level=DEFAULT_LEVEL, threads=None, mtime=0, com
             gz.abort()
         raise
     return dict(members=tar.members, file_count=files, directories=tar.members - files,
-                total_bytes=total, tar_bytes=tar.offset)
+                total_bytes=total, tar_bytes=tar.offset, compressor=compressor_name(compression),
+                gzip_members=gz.members if gz is not None else 0)
 
 
 def _existing_archive(dest):

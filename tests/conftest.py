@@ -65,16 +65,19 @@ class ModuleRun:
         return str(self.result.get("msg", ""))
 
 
-def run_module(name, args, check=False, diff=False):
-    """Run library/<name>.py on localhost through Ansible and return its result."""
+def run_module(name, args, check=False, diff=False, env=None):
+    """Run library/<name>.py on localhost through Ansible and return its result.
+
+    env: variables added to Ansible's environment, which the module process inherits.
+    """
     cmd = [str(VENV_BIN / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
            "-m", name, "-a", json.dumps(args)]
     if check:
         cmd.append("--check")
     if diff:
         cmd.append("--diff")
-    proc = subprocess.run(cmd, cwd=ROOT, env=ansible_env(), capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(ansible_env(), **(env or {})),
+                          capture_output=True, text=True, timeout=600)
     try:
         doc = json.loads(proc.stdout)
         result = doc["plays"][0]["tasks"][0]["hosts"]["localhost"]

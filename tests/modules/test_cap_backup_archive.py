@@ -37,6 +37,34 @@ def test_pack_writes_0600_then_is_unchanged(module, tmp_path):
     assert dest.stat().st_mtime_ns == mtime
 
 
+def test_pack_without_libdeflate_fails_clearly_and_extraction_still_works(module, tmp_path):
+    """A host whose Python lacks the deflate package: packing names it, nothing changes."""
+    make_tree(tmp_path / "src")
+    dest = tmp_path / "backup.tar.gz"
+    assert not module("cap_backup_archive", dict(state="packed", src=str(tmp_path / "src"),
+                                                 dest=str(dest))).failed
+    before = read_bytes(dest)
+    shadow = tmp_path / "shadow"
+    (shadow / "deflate").mkdir(parents=True)
+    (shadow / "deflate" / "__init__.py").write_text("raise ImportError('no libdeflate here')\n")
+    env = dict(PYTHONPATH=str(shadow))
+    res = module("cap_backup_archive", dict(state="packed", src=str(tmp_path / "src"),
+                                            dest=str(dest)), env=env)
+    assert res.failed
+    assert "deflate" in res.msg and "to write a gzip archive" in res.msg, res.msg
+    assert read_bytes(dest) == before
+    assert sorted(os.listdir(tmp_path)) == ["backup.tar.gz", "shadow", "src"]
+    plain = module("cap_backup_archive", dict(state="packed", src=str(tmp_path / "src"),
+                                              dest=str(tmp_path / "plain.tar"),
+                                              compression="none"), env=env)
+    assert not plain.failed, plain.msg
+    assert plain["compressor"] == "none"
+    out = module("cap_backup_archive", dict(state="extracted", src=str(dest),
+                                            dest=str(tmp_path / "out")), env=env)
+    assert not out.failed, out.msg
+    assert tree_state(tmp_path / "out") == tree_state(tmp_path / "src")
+
+
 def test_pack_check_mode_writes_nothing(module, tmp_path):
     make_tree(tmp_path / "src")
     res = module("cap_backup_archive", dict(state="packed", src=str(tmp_path / "src"),

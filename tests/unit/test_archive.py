@@ -149,8 +149,8 @@ def test_thread_count_and_write_sizes_do_not_change_bytes(tmp_path):
         pack(str(tmp_path / "src"), str(dest), threads=threads)
         outputs.add(read_bytes(dest))
     assert len(outputs) == 1
-    # More than one compression block, so the dictionary chaining was exercised.
-    assert len(gzip.decompress(outputs.pop())) > 4 * 128 * 1024
+    # Several blocks (gzip members), so the ordering of parallel work was exercised.
+    assert len(gzip_members(outputs.pop())) >= 3
 
 
 def test_parallel_gzip_writer_is_independent_of_threads_and_write_pattern():
@@ -170,8 +170,78 @@ def test_parallel_gzip_writer_is_independent_of_threads_and_write_pattern():
     assert len(results) == 1
     out = results.pop()
     assert gzip.decompress(out) == data
-    assert zlib.decompress(out, 31) == data
+    members = gzip_members(out)
+    assert [len(m["data"]) for m in members] == [128 * 1024] * (len(data) // (128 * 1024)) + [
+        len(data) % (128 * 1024)]
+    assert b"".join(m["data"] for m in members) == data
     assert len(out) < len(data)
+
+
+def gzip_members(blob):
+    """Every gzip member of blob: header bytes, CRC32 and ISIZE as stored, inflated data.
+
+    zlib reads one member at a time; what follows a member is in unused_data.
+    """
+    members = []
+    rest = blob
+    while rest:
+        inflater = zlib.decompressobj(31)
+        data = inflater.decompress(rest)
+        assert inflater.eof, "member %d is truncated" % len(members)
+        used = len(rest) - len(inflater.unused_data)
+        crc, isize = int.from_bytes(rest[used - 8:used - 4], "little"), int.from_bytes(
+            rest[used - 4:used], "little")
+        members.append(dict(header=rest[:10], crc=crc, isize=isize, data=data))
+        rest = inflater.unused_data
+    return members
+
+
+def test_every_gzip_member_has_the_fixed_header_and_its_own_checks():
+    data = BIG * 2
+    sink = io.BytesIO()
+    with ParallelGzipWriter(sink, level=6, threads=2, block_size=256 * 1024) as writer:
+        writer.write(data)
+    members = gzip_members(sink.getvalue())
+    assert writer.members == len(members) == -(-len(data) // (256 * 1024))
+    for member in members:
+        # magic, deflate, no flags (no name), MTIME 0, XFL 0 for level 6, OS 255
+        assert member["header"] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+        assert member["crc"] == zlib.crc32(member["data"])
+        assert member["isize"] == len(member["data"])
+    assert b"".join(m["data"] for m in members) == data
+
+
+def test_gunzip_reads_every_member(tmp_path):
+    data = BIG * 2
+    path = tmp_path / "data.gz"
+    with open(path, "wb") as handle, ParallelGzipWriter(handle, threads=2,
+                                                        block_size=64 * 1024) as writer:
+        writer.write(data)
+    assert len(gzip_members(path.read_bytes())) > 10
+    proc = subprocess.run(["gzip", "-t", str(path)], capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(["gzip", "-dc", str(path)], capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == data
+
+
+def test_missing_libdeflate_is_a_clear_error_and_writes_nothing(tmp_path, monkeypatch):
+    make_tree(tmp_path / "src")
+    pack(str(tmp_path / "src"), str(tmp_path / "old.tar.gz"))
+    before = read_bytes(tmp_path / "old.tar.gz")
+    monkeypatch.setattr(cap_archive, "_libdeflate", None)
+    with pytest.raises(ArchiveError, match="needs the Python package 'deflate'.*extracting "
+                                           "archives does not need it"):
+        pack(str(tmp_path / "src"), str(tmp_path / "old.tar.gz"))
+    with pytest.raises(ArchiveError, match="deflate"):
+        ParallelGzipWriter(io.BytesIO())
+    assert read_bytes(tmp_path / "old.tar.gz") == before
+    assert sorted(os.listdir(tmp_path)) == ["old.tar.gz", "src"]
+    # Without compression, and for reading, nothing else is needed.
+    plain = pack(str(tmp_path / "src"), str(tmp_path / "plain.tar"), compression="none")
+    assert plain["compressor"] == "none" and plain["gzip_members"] == 0
+    extract(str(tmp_path / "old.tar.gz"), str(tmp_path / "out"))
+    assert tree_state(tmp_path / "out") == tree_state(tmp_path / "src")
 
 
 def test_block_size_changes_bytes_but_not_content():
@@ -187,14 +257,19 @@ def test_block_size_changes_bytes_but_not_content():
 
 
 def test_parallel_gzip_writer_empty_input_and_level_zero():
-    for level in (0, 1, 9):
+    for level, xfl in ((0, 0), (1, 4), (9, 2)):
         sink = io.BytesIO()
         ParallelGzipWriter(sink, level=level, threads=2).close()
         assert gzip.decompress(sink.getvalue()) == b""
+        # An empty input is still a gzip file: one empty member.
+        (member,) = gzip_members(sink.getvalue())
+        assert (member["data"], member["crc"], member["isize"], member["header"][8]) == (
+            b"", 0, 0, xfl)
         sink = io.BytesIO()
         with ParallelGzipWriter(sink, level=level, threads=2) as writer:
             writer.write(b"abc" * 100000)
         assert gzip.decompress(sink.getvalue()) == b"abc" * 100000
+        assert {m["header"][8] for m in gzip_members(sink.getvalue())} == {xfl}
 
 
 @pytest.mark.parametrize("bad", [dict(level=10), dict(level=-1), dict(threads=0),
@@ -248,11 +323,17 @@ def test_entries_sorted_with_normalised_metadata(packed):
 def test_gzip_framing_and_plain_tar_inside(tmp_path, packed):
     src, archive, result = packed
     data = read_bytes(archive)
-    # magic, deflate, no flags (no name), MTIME 0, XFL 0 for level 6, OS 255
-    assert data[:10] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+    members = gzip_members(data)
+    block = cap_archive.DEFAULT_BLOCK_SIZE
     tar_stream = gzip.decompress(data)
-    assert int.from_bytes(data[-8:-4], "little") == zlib.crc32(tar_stream)
-    assert int.from_bytes(data[-4:], "little") == len(tar_stream) == result["tar_bytes"]
+    assert result["gzip_members"] == len(members) == -(-len(tar_stream) // block) > 1
+    assert result["compressor"].startswith("libdeflate (deflate ")
+    for index, member in enumerate(members):
+        assert member["header"] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+        assert member["data"] == tar_stream[index * block:(index + 1) * block]
+        assert member["crc"] == zlib.crc32(member["data"])
+        assert member["isize"] == len(member["data"])
+    assert len(tar_stream) == result["tar_bytes"]
     assert len(tar_stream) % 10240 == 0
     plain = pack(str(src), str(tmp_path / "plain.tar"), compression="none")
     assert read_bytes(tmp_path / "plain.tar") == tar_stream

@@ -6,6 +6,7 @@ import sqlite3
 
 import pytest
 
+from ansible.module_utils import cap_archive
 from ansible.module_utils.cap_archive import ArchiveError, pack
 from ansible.module_utils.cap_crypt import decrypt_file
 from ansible.module_utils.cap_package import package
@@ -59,6 +60,17 @@ def test_a_failed_integrity_check_writes_no_archive(tmp_path, key):
     dest = tmp_path / "out" / "backup.tar.gz"
     dest.parent.mkdir()
     with pytest.raises(ArchiveError, match="registry.sqlite"):
+        package(str(src), str(dest), key=key, check_sqlite=["registry.sqlite"])
+    assert os.listdir(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("key", [None, os.urandom(32)], ids=["plain", "encrypted"])
+def test_without_libdeflate_no_archive_is_written(tmp_path, monkeypatch, key):
+    src = staged(tmp_path / "stage")
+    dest = tmp_path / "out" / "backup.tar.gz"
+    dest.parent.mkdir()
+    monkeypatch.setattr(cap_archive, "_libdeflate", None)
+    with pytest.raises(ArchiveError, match="needs the Python package 'deflate'"):
         package(str(src), str(dest), key=key, check_sqlite=["registry.sqlite"])
     assert os.listdir(tmp_path / "out") == []
 
