@@ -12,9 +12,9 @@ CORE_STAGE_NOTES = {
     "collect": "copy policy store, key metadata, config, docs",
     "snapshot": "`cap_sqlite.snapshot(verify=False)`: the online backup copy only",
     "manifest": "`build_manifest` + `serialize_manifest` (SHA3-256 of every file)",
-    "archive+encrypt": "`cap_package.package`: tar, gzip level 6 (libdeflate, 512 KiB members) "
-                       "on %(threads)d threads, AES-256-GCM over `AtomicFile`, SHA3-256 of the "
-                       "stream and of the file; "
+    "archive+encrypt": "`cap_package.package`: tar, gzip level 6 (libdeflate, "
+                       "%(block_kib)d KiB members) on %(threads)d threads, AES-256-GCM over "
+                       "`AtomicFile`, SHA3-256 of the stream and of the file; "
                        "`integrity_check` of the registry on a thread; commit; `.sha3` sidecar",
 }
 EARLY_STAGE_NOTES = {
@@ -92,7 +92,8 @@ def render(info):
     role, early, shell = p["role"], p["early"], p["shell"]
     ratio = role["total"]["median"] / shell["total"]["median"]
     ratio_early = early["total"]["median"] / shell["total"]["median"]
-    subst = {"threads": p["threads"], "copies": p["staged_copies"]}
+    subst = {"threads": p["threads"], "copies": p["staged_copies"],
+             "block_kib": p["block_size"] // 1024}
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(info["started"]))
     minutes = (info["finished"] - info["started"]) / 60.0
     out = []
@@ -126,7 +127,7 @@ def render(info):
     add("| Python | %s, zlib %s, %s, SQLite %s |" % (m["python"], m["zlib"], m["python_openssl"],
                                                      m["sqlite_python"]))
     add("| Deflate (packing) | libdeflate through the Python package deflate %s |"
-        % m.get("deflate", "?"))
+        % m["deflate"])
     add("| AES-GCM | %s |" % m["cryptography"])
     add("| Shell tools | %s; sqlite3 %s; %s; %s |" % (m["openssl_cli"], m["sqlite_cli"], m["gzip"],
                                                      m["tar"]))
@@ -257,7 +258,7 @@ def render(info):
     add("Flat means the 2x peak is within 10%% (or 5 MiB) of the 1x peak. Files are read "
         "and written in blocks (1 MiB reads, %d KiB gzip members, at most %d in flight, "
         "1 MiB GCM chunks), so memory does not follow the input size." % (
-            p.get("block_size", 512 * 1024) // 1024, p["threads"] * 4))
+            p["block_size"] // 1024, p["threads"] * 4))
     add("")
     add("### Archive sizes and correctness")
     add("")
@@ -273,7 +274,7 @@ def render(info):
         "level 6: the core pipeline with libdeflate (deflate %s) in independent %d KiB gzip "
         "members on %d threads, tar through %s (zlib's algorithm) in one stream. The core "
         "archive is %+.2f%% the size of the shell's.%s" % (
-            m.get("deflate", "?"), p.get("block_size", 512 * 1024) // 1024, p["threads"], m["gzip"],
+            m["deflate"], p["block_size"] // 1024, p["threads"], m["gzip"],
             100.0 * (role["archive_bytes"] - shell["archive_bytes"]) / shell["archive_bytes"],
             _zlib_comparison(p)))
     add("")

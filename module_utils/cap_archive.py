@@ -271,11 +271,8 @@ def require_libdeflate():
 
 
 def compressor_name(compression):
-    """What made the compressed bytes, as results and reports name it."""
-    if compression != "gzip":
-        return "none"
-    version = getattr(_libdeflate, "__version__", None) if _libdeflate is not None else None
-    return "libdeflate (deflate %s)" % version if version else "libdeflate (not installed)"
+    """What made the compressed bytes of an archive just written, as results name it."""
+    return "libdeflate (deflate %s)" % _libdeflate.__version__ if compression == "gzip" else "none"
 
 
 def _gzip_header(level):
@@ -664,14 +661,12 @@ def _existing_archive(dest):
     return sha3_file(dest)[0], stat.S_IMODE(st.st_mode)
 
 
-def pack(src_dir, dest, level=DEFAULT_LEVEL, threads=None, mtime=0, compression="gzip",
-         mode=0o600, check=False, block_size=DEFAULT_BLOCK_SIZE):
-    """Write the deterministic archive of src_dir to the file dest.
+def plan_pack(src_dir, dest, level=DEFAULT_LEVEL, threads=None, mtime=0, compression="gzip",
+              mode=0o600, block_size=DEFAULT_BLOCK_SIZE):
+    """Check the options and paths of packing src_dir into dest; list the tree.
 
-    The archive is written under a temporary name (0600) and renamed into
-    place; when dest already holds exactly these bytes it is left untouched
-    (changed False, apart from fixing its mode). With check=True nothing is
-    written and `changed` says whether it would be.
+    Returns (src, dest, mode, options): absolute paths, the mode as an int, and the
+    keyword arguments of write_archive (threads resolved, entries scanned).
     """
     _check_compression(compression)
     _check_level(level)
@@ -686,10 +681,24 @@ def pack(src_dir, dest, level=DEFAULT_LEVEL, threads=None, mtime=0, compression=
     if _is_within(os.path.realpath(parent), os.path.realpath(src)):
         raise ArchiveError("dest %s is inside src %s; the archive would contain itself"
                            % (dest, src))
-    entries = scan_tree(src)
-    existing = _existing_archive(dest)
     options = dict(level=level, threads=threads, mtime=mtime, compression=compression,
-                   block_size=block_size, entries=entries)
+                   block_size=block_size, entries=scan_tree(src))
+    return src, dest, mode, options
+
+
+def pack(src_dir, dest, level=DEFAULT_LEVEL, threads=None, mtime=0, compression="gzip",
+         mode=0o600, check=False, block_size=DEFAULT_BLOCK_SIZE):
+    """Write the deterministic archive of src_dir to the file dest.
+
+    The archive is written under a temporary name (0600) and renamed into
+    place; when dest already holds exactly these bytes it is left untouched
+    (changed False, apart from fixing its mode). With check=True nothing is
+    written and `changed` says whether it would be.
+    """
+    src, dest, mode, options = plan_pack(src_dir, dest, level=level, threads=threads, mtime=mtime,
+                                         compression=compression, mode=mode,
+                                         block_size=block_size)
+    existing = _existing_archive(dest)
     if check:
         sink = HashingSink()
         info = write_archive(src, sink, **options)
@@ -710,7 +719,7 @@ def pack(src_dir, dest, level=DEFAULT_LEVEL, threads=None, mtime=0, compression=
             out.abort()
     result = dict(changed=changed, src=src, dest=dest, sha3_256=sink.sha3_256,
                   size_bytes=sink.size, compression=compression, mode="%04o" % mode,
-                  threads=threads)
+                  threads=options["threads"])
     result.update(info)
     return result
 

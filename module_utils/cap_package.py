@@ -23,8 +23,7 @@ from ansible.module_utils.cap_archive import (
     ArchiveError,
     HashingSink,
     pack,
-    parse_mode,
-    scan_tree,
+    plan_pack,
     write_archive,
 )
 from ansible.module_utils.cap_crypt import DEFAULT_CHUNK_SIZE, EncryptingWriter
@@ -71,19 +70,14 @@ def package(src_dir, dest, key=None, key_id=None, wrapped_key=None, check_sqlite
     An encrypted archive has a fresh nonce every time, so it is always written
     (changed) unless check is set.
     """
-    src = os.path.abspath(src_dir)
-    dest = os.path.abspath(dest)
-    mode = parse_mode(mode)
     if key is None and not check_sqlite:
-        result = pack(src, dest, level=level, threads=threads, mtime=mtime, compression=compression,
-                      mode=mode, check=check, block_size=block_size)
+        result = pack(src_dir, dest, level=level, threads=threads, mtime=mtime,
+                      compression=compression, mode=mode, check=check, block_size=block_size)
         result.update(plain_sha3_256=result["sha3_256"], encrypted=False, sqlite_row_counts={})
         return result
-    if not os.path.isdir(os.path.dirname(dest)):
-        raise ArchiveError("the directory of dest %s does not exist" % dest)
-    entries = scan_tree(src)
-    options = dict(level=level, threads=threads, mtime=mtime, compression=compression,
-                   block_size=block_size, entries=entries)
+    src, dest, mode, options = plan_pack(src_dir, dest, level=level, threads=threads, mtime=mtime,
+                                         compression=compression, mode=mode,
+                                         block_size=block_size)
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(check_sqlite))) as pool:
         futures = _start_checks(pool, src, check_sqlite)
         # An unencrypted archive is deterministic: an identical existing file stays.
@@ -117,7 +111,8 @@ def package(src_dir, dest, key=None, key_id=None, wrapped_key=None, check_sqlite
         changed = key is not None or not os.path.isfile(dest) or sha3_file(dest)[0] != digest
     result = dict(changed=changed, src=src, dest=dest, sha3_256=digest, size_bytes=size,
                   plain_sha3_256=plain.sha3_256, plain_size_bytes=plain.size,
-                  compression=compression, mode="%04o" % mode, encrypted=writer is not None,
+                  compression=compression, mode="%04o" % mode, threads=options["threads"],
+                  encrypted=writer is not None,
                   key_id=sealed["key_id"] if writer is not None else None,
                   chunks=sealed["chunks"] if writer is not None else None,
                   sqlite_row_counts=counts)

@@ -44,6 +44,7 @@ def test_encrypted_package_decrypts_to_the_deterministic_archive(tmp_path):
     assert oct(enc.stat().st_mode & 0o777) == "0o600"
     assert result["sha3_256"] == sha3_file(str(enc))[0]
     assert result["sqlite_row_counts"] == {"registry.sqlite": {"registry_entries": 500}}
+    assert result["threads"] >= 1
     plain = tmp_path / "out" / "plain.tar.gz"
     packed = pack(str(src), str(plain))
     assert result["plain_sha3_256"] == packed["sha3_256"]
@@ -73,6 +74,14 @@ def test_without_libdeflate_no_archive_is_written(tmp_path, monkeypatch, key):
     with pytest.raises(ArchiveError, match="needs the Python package 'deflate'"):
         package(str(src), str(dest), key=key, check_sqlite=["registry.sqlite"])
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_encrypted_dest_inside_src_is_refused_like_pack(tmp_path):
+    src = staged(tmp_path / "stage")
+    before = sorted(os.listdir(src))
+    with pytest.raises(ArchiveError, match="inside src"):
+        package(str(src), str(src / "backup.tar.gz.enc"), key=os.urandom(32))
+    assert sorted(os.listdir(src)) == before
 
 
 def test_check_sqlite_names_a_missing_file(tmp_path):
